@@ -1,0 +1,124 @@
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { PGlite } from '@electric-sql/pglite'
+import { type SQL, sql } from 'drizzle-orm'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
+import postgres from 'postgres'
+import type { AuditAction, AuditOutcome, AuditTargetType, Purpose, Role } from './constants.ts'
+import * as tables from './tables.ts'
+
+/** A database handle or an open transaction: every query function takes one of these first. */
+export type Db = PgDatabase<PgQueryResultHKT, typeof tables>
+
+export interface Database {
+  db: Db
+  kind: 'postgres' | 'pglite'
+  /** Rows of a raw statement, whichever driver runs it. */
+  rows: <T = Record<string, unknown>>(query: SQL) => Promise<T[]>
+  /** Applies pending migrations; safe to call from several processes at once. */
+  migrate: () => Promise<void>
+  close: () => Promise<void>
+}
+
+const migrationsFolder = fileURLToPath(new URL('../migrations', import.meta.url))
+/** Serialises migrations when several processes start at once. */
+const migrationLockKey = 0x4861_7665 // "Have"
+
+export interface DatabaseOptions {
+  /** A postgres:// URL; when absent, an embedded PGlite database under `dataDir`. */
+  url?: string | undefined
+  dataDir?: string | undefined
+  /** Pool size for PostgreSQL. */
+  max?: number
+}
+
+/** Opens the database the configuration names: PostgreSQL over `url`, else embedded PGlite. */
+export async function openDatabase (options: DatabaseOptions): Promise<Database> {
+  const url = options.url
+  if (url !== undefined && url !== '') {
+    const client = postgres(url, { max: options.max ?? 10, onnotice: () => {}, connect_timeout: 5 })
+    const db = drizzlePostgres(client, { schema: tables }) as unknown as Db
+    return {
+      db,
+      kind: 'postgres',
+      rows: async <T>(query: SQL) => [...await db.execute(query) as unknown as T[]],
+      migrate: async () => {
+        // A one-connection client, so the advisory lock and the migration share a session.
+        const session = postgres(url, { max: 1, onnotice: () => {} })
+        try {
+          await session`select pg_advisory_lock(${migrationLockKey})`
+          await migratePostgres(drizzlePostgres(session), { migrationsFolder })
+        } finally {
+          await session.end({ timeout: 5 })
+        }
+      },
+      close: async () => { await client.end({ timeout: 5 }) }
+    }
+  }
+  const dataDir = options.dataDir ?? '.haven'
+  mkdirSync(dataDir, { recursive: true })
+  const client = await PGlite.create(join(dataDir, 'pgdata'))
+  const db = drizzlePglite(client, { schema: tables }) as unknown as Db
+  return {
+    db,
+    kind: 'pglite',
+    rows: async <T>(query: SQL) => ((await db.execute(query)) as unknown as { rows: T[] }).rows,
+    // PGlite is one connection owned by this process: nobody else can migrate at the same time.
+    migrate: async () => { await migratePglite(drizzlePglite(client), { migrationsFolder }) },
+    close: async () => { await client.close() }
+  }
+}
+
+export interface AuditActor {
+  userId: string | null
+  agencyId: string | null
+  roles: readonly Role[]
+}
+
+export interface AuditContext {
+  actor: AuditActor
+  requestId: string | null
+  ip: string | null
+  purpose: Purpose
+}
+
+export interface AuditEventInput {
+  action: AuditAction
+  outcome: AuditOutcome
+  target?: { type: AuditTargetType, id: string | null }
+  referralId?: string | null
+  recipientAgencyId?: string | null
+}
+
+/**
+ * Appends one audit event. Call it with the transaction that does the work, so the event and the
+ * change commit or fail together. Only ids and codes go in: never a name, email or free text.
+ */
+export async function writeAuditEvent (tx: Db, context: AuditContext, event: AuditEventInput): Promise<void> {
+  await tx.insert(tables.auditEvents).values({
+    actorUserId: context.actor.userId,
+    actorAgencyId: context.actor.agencyId,
+    actorRoles: [...context.actor.roles],
+    action: event.action,
+    outcome: event.outcome,
+    referralId: event.referralId ?? null,
+    targetType: event.target?.type ?? null,
+    targetId: event.target?.id ?? null,
+    recipientAgencyId: event.recipientAgencyId ?? null,
+    purpose: context.purpose,
+    requestId: context.requestId,
+    ip: context.ip
+  })
+}
+
+/** Queues a message for the worker in the same transaction as the change it announces. */
+export async function writeOutbox (tx: Db, type: string, payload: Record<string, string | null>): Promise<void> {
+  await tx.insert(tables.outbox).values({ type, payload })
+}
+
+export { sql }

@@ -1,0 +1,6 @@
+export { buildApp, type AppDeps } from './app.ts'
+export { loadConfig, ConfigError, type ApiConfig } from './config.ts'
+export { loadSigningKeys } from './keys.ts'
+export { bootstrapAdmin } from './bootstrap.ts'
+export { connectRedis } from './redis.ts'
+export { startApi } from './start.ts'

@@ -1,0 +1,38 @@
+import { Health, Readiness, type Database, sql } from '@haven/schema'
+import type { FastifyPluginAsync } from 'fastify'
+import type { Redis } from 'ioredis'
+
+/** Resolves true when `check` answers within `ms`, false when it fails or hangs. */
+async function answers (check: () => Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false) }, ms) })
+  try {
+    return await Promise.race([check().then(() => true, () => false), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export const healthRoutes: FastifyPluginAsync<{ database: Database, redis: Redis }> = async (app, { database, redis }) => {
+  const probe = { config: { rateLimit: false }, logLevel: 'warn' } as const
+  app.get('/healthz', {
+    ...probe,
+    schema: { tags: ['operations'], summary: 'Liveness', response: { 200: Health } }
+  }, async () => ({ status: 'ok' as const }))
+
+  app.get('/readyz', {
+    ...probe,
+    schema: { tags: ['operations'], summary: 'Readiness: PostgreSQL and Redis', response: { 200: Readiness, 503: Readiness } }
+  }, async (_request, reply) => {
+    const [databaseUp, redisUp] = await Promise.all([
+      answers(() => database.rows(sql`select 1`), 2000),
+      answers(() => redis.ping(), 1000)
+    ])
+    const ready = databaseUp && redisUp
+    return reply.code(ready ? 200 : 503).send({
+      status: ready ? 'ok' : 'unavailable',
+      database: databaseUp ? 'up' : 'down',
+      redis: redisUp ? 'up' : 'down'
+    })
+  })
+}

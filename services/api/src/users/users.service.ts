@@ -1,0 +1,73 @@
+import { type AuditContext, type Db, type UserCreate, type UserPatch, users, writeAuditEvent } from '@haven/schema'
+import { eq, sql } from 'drizzle-orm'
+import { grantsPlatformRole, isPlatformAdmin, mayGrant, mayManageUsersOf } from '../agencies/agencies.policy.ts'
+import { findAgency } from '../agencies/agencies.queries.ts'
+import { refuse } from '../audit.ts'
+import { hashPassword } from '../auth/passwords.ts'
+import { conflict, forbidden, notFound } from '../errors.ts'
+import type { Caller } from '../plugins/auth.ts'
+import { countOtherActivePlatformAdmins, findUser, listUsers, toUser } from './users.queries.ts'
+
+/** A unique violation, whichever driver raised it (drizzle wraps the driver's error as `cause`). */
+const isUniqueViolation = (error: unknown): boolean => {
+  const codeOf = (e: unknown) => (e as { code?: unknown } | null)?.code
+  return codeOf(error) === '23505' || codeOf((error as { cause?: unknown } | null)?.cause) === '23505'
+}
+
+export async function createUser (db: Db, caller: Caller, context: AuditContext, agencyId: string, input: UserCreate) {
+  if (await findAgency(db, agencyId) === undefined) throw notFound('agency')
+  if (!mayManageUsersOf(caller, agencyId)) {
+    throw await refuse(db, context, { action: 'user.create', target: { type: 'agency', id: agencyId } },
+      forbidden('You may only add users to your own agency.'))
+  }
+  if (!mayGrant(caller, input.roles)) {
+    throw await refuse(db, context, { action: 'user.create', target: { type: 'agency', id: agencyId } },
+      forbidden('Only a platform admin grants platform roles.'))
+  }
+  const passwordHash = await hashPassword(input.password)
+  try {
+    return await db.transaction(async (tx) => {
+      const [row] = await tx.insert(users).values({ agencyId, email: input.email, name: input.name, roles: input.roles, passwordHash }).returning()
+      if (row === undefined) throw new Error('insert returned no user')
+      await writeAuditEvent(tx, context, { action: 'user.create', outcome: 'success', target: { type: 'user', id: row.id } })
+      return toUser(row)
+    })
+  } catch (error) {
+    if (isUniqueViolation(error)) throw conflict('A user with this email already exists.')
+    throw error
+  }
+}
+
+export async function listAgencyUsers (db: Db, caller: Caller, agencyId: string, query: { limit?: number, cursor?: string }) {
+  if (await findAgency(db, agencyId) === undefined) throw notFound('agency')
+  if (!mayManageUsersOf(caller, agencyId)) throw forbidden('You may only list your own agency\'s users.')
+  return await listUsers(db, agencyId, query)
+}
+
+/**
+ * Renames, re-roles, suspends or reinstates a user. Users outside the caller's reach are 404, so
+ * another agency's user ids can't be probed. Suspension needs no token revocation: every request
+ * re-reads the user's status.
+ */
+export async function updateUser (db: Db, caller: Caller, context: AuditContext, id: string, patch: UserPatch) {
+  const target = { type: 'user' as const, id }
+  const user = await findUser(db, id)
+  if (user === undefined || !mayManageUsersOf(caller, user.agencyId)) {
+    if (user !== undefined) await refuse(db, context, { action: 'user.update', target }, notFound('user'))
+    throw notFound('user')
+  }
+  if (!mayGrant(caller, patch.roles) || (!isPlatformAdmin(caller) && grantsPlatformRole(user.roles))) {
+    throw await refuse(db, context, { action: 'user.update', target }, forbidden('Only a platform admin manages platform roles.'))
+  }
+  const losesPlatformAdmin = user.roles.includes('platform_admin') &&
+    (patch.status === 'suspended' || (patch.roles !== undefined && !patch.roles.includes('platform_admin')))
+  if (losesPlatformAdmin && await countOtherActivePlatformAdmins(db, id) === 0) {
+    throw conflict('This is the last active platform admin: appoint another before suspending or demoting this one.')
+  }
+  return await db.transaction(async (tx) => {
+    const [row] = await tx.update(users).set({ ...patch, updatedAt: sql`now()` }).where(eq(users.id, id)).returning()
+    if (row === undefined) throw notFound('user')
+    await writeAuditEvent(tx, context, { action: 'user.update', outcome: 'success', target })
+    return toUser(row)
+  })
+}

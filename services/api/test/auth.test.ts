@@ -1,0 +1,207 @@
+import { auditEvents, refreshTokens } from '@haven/schema'
+import { and, eq } from 'drizzle-orm'
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
+import { SignJWT } from 'jose'
+import t from 'tap'
+import { buildHarness, login, makeAgency, makeUser, password, signedIn, testConfig } from './helper.ts'
+
+t.test('sign-in', async (t) => {
+  const h = await buildHarness(t)
+  const agency = await makeAgency(h)
+  const user = await makeUser(h, agency.id, ['referrer'], { email: 'Mixed.Case@Example.org' })
+
+  t.test('succeeds with the right password, whatever the email case, and is audited', async (t) => {
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: 'mixed.case@example.ORG', password }, remoteAddress: h.ip })
+    t.equal(res.statusCode, 200)
+    const body = res.json()
+    t.same(Object.keys(body).sort(), ['accessToken', 'expiresIn', 'refreshToken', 'tokenType'])
+    t.equal(body.tokenType, 'Bearer')
+    t.ok(body.expiresIn <= 900)
+    const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login'), eq(auditEvents.targetId, user.id)))
+    t.equal(events.length, 1)
+    t.equal(events[0]?.actorUserId, user.id)
+    t.equal(events[0]?.ip, h.ip)
+  })
+
+  t.test('gives the same 401 for an unknown email and a wrong password', async (t) => {
+    const wrong = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: 'not the password' }, remoteAddress: h.ip })
+    const unknown = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: 'nobody@example.org', password: 'not the password' }, remoteAddress: h.ip })
+    t.equal(wrong.statusCode, 401)
+    t.equal(unknown.statusCode, 401)
+    t.equal(wrong.json().detail, unknown.json().detail)
+    t.match(wrong.headers['content-type'], /application\/problem\+json/)
+    const failed = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.ip, h.ip)))
+    t.equal(failed.length, 2, 'both failures are audited')
+    t.equal(failed.filter((e) => e.targetId === user.id).length, 1, 'the known account is the target of its failure')
+  })
+
+  t.test('refuses malformed bodies with the failing paths', async (t) => {
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: 3, extra: true }, remoteAddress: h.ip })
+    t.equal(res.statusCode, 400)
+    const paths = res.json().errors.map((e: { path: string }) => e.path).sort()
+    t.same(paths, ['/body/email', '/body/extra', '/body/password'])
+  })
+})
+
+t.test('sign-in throttling', async (t) => {
+  t.test('per account: the sixth try in 15 minutes is 429 with Retry-After, even with the right password', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    for (let i = 0; i < 5; i++) {
+      // A different address each time: the account limit must hold on its own.
+      const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: 'wrong password!' }, remoteAddress: `10.250.0.${i + 1}` })
+      t.equal(res.statusCode, 401)
+    }
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: '10.250.0.99' })
+    t.equal(res.statusCode, 429)
+    t.ok(Number(res.headers['retry-after']) > 0 && Number(res.headers['retry-after']) <= 900)
+  })
+
+  t.test('per address: 20 failures from one address block it for every account', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    for (let i = 0; i < 20; i++) {
+      const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: `nobody${i}@example.org`, password: 'wrong password!' }, remoteAddress: h.ip })
+      t.equal(res.statusCode, 401)
+    }
+    const blocked = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: h.ip })
+    t.equal(blocked.statusCode, 429)
+    t.ok(Number(blocked.headers['retry-after']) > 0)
+    const elsewhere = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: '10.251.0.1' })
+    t.equal(elsewhere.statusCode, 200, 'the account itself is not locked')
+  })
+})
+
+t.test('refresh tokens', async (t) => {
+  const h = await buildHarness(t)
+  const agency = await makeAgency(h)
+  const user = await makeUser(h, agency.id, ['referrer'])
+  const refresh = async (token: string) => await h.app.inject({ method: 'POST', url: '/v1/auth/refresh', payload: { refreshToken: token }, remoteAddress: h.ip })
+
+  t.test('rotate on use; reuse of a spent one revokes the whole family', async (t) => {
+    const first = await login(h, user.email)
+    const second = await refresh(first.refreshToken)
+    t.equal(second.statusCode, 200)
+    const secondTokens = second.json()
+    t.not(secondTokens.refreshToken, first.refreshToken)
+    const me = await h.app.inject({ method: 'GET', url: '/v1/me', headers: { authorization: `Bearer ${secondTokens.accessToken}` } })
+    t.equal(me.statusCode, 200)
+
+    const reuse = await refresh(first.refreshToken)
+    t.equal(reuse.statusCode, 401, 'a spent token is refused')
+    const afterReuse = await refresh(secondTokens.refreshToken)
+    t.equal(afterReuse.statusCode, 401, 'its live successor was revoked with the family')
+    const reuseEvents = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.token_reuse'), eq(auditEvents.actorUserId, user.id)))
+    t.equal(reuseEvents.length, 1)
+  })
+
+  t.test('tokens are stored hashed', async (t) => {
+    const tokens = await login(h, user.email)
+    const stored = await h.database.db.select().from(refreshTokens).where(eq(refreshTokens.userId, user.id))
+    t.notOk(stored.some((row) => row.tokenHash === tokens.refreshToken))
+  })
+
+  t.test('an unknown token is 401; a malformed body is 400', async (t) => {
+    t.equal((await refresh('not-a-token')).statusCode, 401)
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/refresh', payload: {}, remoteAddress: h.ip })
+    t.equal(res.statusCode, 400)
+    t.same(res.json().errors.map((e: { path: string }) => e.path), ['/body/refreshToken'])
+  })
+
+  t.test('logout ends the session: its refresh token no longer works', async (t) => {
+    const tokens = await login(h, user.email)
+    const unauthenticated = await h.app.inject({ method: 'POST', url: '/v1/auth/logout', payload: { refreshToken: tokens.refreshToken } })
+    t.equal(unauthenticated.statusCode, 401)
+    const out = await h.app.inject({ method: 'POST', url: '/v1/auth/logout', payload: { refreshToken: tokens.refreshToken }, headers: { authorization: `Bearer ${tokens.accessToken}` } })
+    t.equal(out.statusCode, 204)
+    t.equal((await refresh(tokens.refreshToken)).statusCode, 401)
+  })
+
+  t.test('a suspended user cannot refresh', async (t) => {
+    const other = await makeUser(h, agency.id, ['referrer'])
+    const tokens = await login(h, other.email)
+    const admin = await signedIn(h, ['platform_admin'])
+    const res = await admin.request({ method: 'PATCH', url: `/v1/users/${other.id}`, payload: { status: 'suspended' } })
+    t.equal(res.statusCode, 200)
+    t.equal((await refresh(tokens.refreshToken)).statusCode, 401)
+  })
+})
+
+t.test('access tokens: forged, expired and tampered ones get 401', async (t) => {
+  const h = await buildHarness(t)
+  const agency = await makeAgency(h)
+  const user = await makeUser(h, agency.id, ['referrer'])
+  const config = testConfig()
+  const key = createPrivateKey(config.jwtPrivateKeyPem ?? '')
+  const now = Math.floor(Date.now() / 1000)
+  const claims = { sub: user.id }
+  const valid = () => new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA' }).setIssuer('haven').setAudience('haven-api').setIssuedAt(now)
+  const me = async (token: string) => (await h.app.inject({ method: 'GET', url: '/v1/me', headers: { authorization: `Bearer ${token}` } })).statusCode
+
+  t.equal(await me(await valid().setExpirationTime(now + 600).sign(key)), 200, 'a well-formed token signed with our key works')
+
+  const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const payload = { sub: user.id, iss: 'haven', aud: 'haven-api', iat: now, exp: now + 600 }
+  t.equal(await me(`${b64({ alg: 'none', typ: 'JWT' })}.${b64(payload)}.`), 401, 'alg: none')
+
+  const publicPem = (await import('node:crypto')).createPublicKey(key).export({ type: 'spki', format: 'pem' }).toString()
+  const hs = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuer('haven').setAudience('haven-api').setExpirationTime(now + 600)
+    .sign(new TextEncoder().encode(publicPem))
+  t.equal(await me(hs), 401, 'HS256 keyed with our public key (algorithm confusion)')
+
+  const otherKey = generateKeyPairSync('ed25519').privateKey
+  t.equal(await me(await valid().setExpirationTime(now + 600).sign(otherKey)), 401, 'signed with another key')
+
+  const es = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
+  t.equal(await me(await new SignJWT(claims).setProtectedHeader({ alg: 'ES256' }).setIssuer('haven').setAudience('haven-api').setExpirationTime(now + 600).sign(es)), 401, 'another algorithm')
+
+  t.equal(await me(await valid().setExpirationTime(now - 10).sign(key)), 401, 'expired')
+  t.equal(await me(await valid().sign(key)), 401, 'no exp at all')
+  t.equal(await me(await new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA' }).setIssuer('someone-else').setAudience('haven-api').setExpirationTime(now + 600).sign(key)), 401, 'wrong issuer')
+  t.equal(await me(await new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA' }).setIssuer('haven').setAudience('other-api').setExpirationTime(now + 600).sign(key)), 401, 'wrong audience')
+
+  const good = await valid().setExpirationTime(now + 600).sign(key)
+  const [header, , signature] = good.split('.')
+  const other = await makeUser(h, agency.id, ['platform_admin'])
+  t.equal(await me(`${header}.${b64({ ...payload, sub: other.id })}.${signature}`), 401, 'tampered claims')
+  t.equal(await me('garbage'), 401, 'not a JWT')
+  t.equal((await h.app.inject({ method: 'GET', url: '/v1/me' })).statusCode, 401, 'no token')
+})
+
+t.test('suspension takes effect on the very next request', async (t) => {
+  const h = await buildHarness(t)
+  const admin = await signedIn(h, ['platform_admin'])
+
+  t.test('of a user', async (t) => {
+    const caseworker = await signedIn(h, ['caseworker'])
+    t.equal((await caseworker.request({ method: 'GET', url: '/v1/me' })).statusCode, 200)
+    t.equal((await admin.request({ method: 'PATCH', url: `/v1/users/${caseworker.user.id}`, payload: { status: 'suspended' } })).statusCode, 200)
+    t.equal((await caseworker.request({ method: 'GET', url: '/v1/me' })).statusCode, 401)
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: caseworker.user.email, password }, remoteAddress: h.ip })
+    t.equal(res.statusCode, 401, 'nor can it sign in again')
+    t.equal((await admin.request({ method: 'PATCH', url: `/v1/users/${caseworker.user.id}`, payload: { status: 'active' } })).statusCode, 200)
+    t.equal((await caseworker.request({ method: 'GET', url: '/v1/me' })).statusCode, 200, 'reinstated')
+  })
+
+  t.test('of an agency', async (t) => {
+    const referrer = await signedIn(h, ['referrer'])
+    t.equal((await admin.request({ method: 'PATCH', url: `/v1/agencies/${referrer.agencyId}`, payload: { status: 'suspended' } })).statusCode, 200)
+    t.equal((await referrer.request({ method: 'GET', url: '/v1/me' })).statusCode, 401)
+    const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: referrer.user.email, password }, remoteAddress: h.ip })
+    t.equal(res.statusCode, 401)
+  })
+})
+
+t.test('GET /v1/me', async (t) => {
+  const h = await buildHarness(t)
+  const referrer = await signedIn(h, ['referrer', 'caseworker'])
+  const res = await referrer.request({ method: 'GET', url: '/v1/me' })
+  t.equal(res.statusCode, 200)
+  const body = res.json()
+  t.same(Object.keys(body).sort(), ['agency', 'email', 'id', 'name', 'roles'])
+  t.same(Object.keys(body.agency).sort(), ['id', 'kind', 'name'])
+  t.equal(body.agency.id, referrer.agencyId)
+  t.same(body.roles, ['referrer', 'caseworker'])
+})
