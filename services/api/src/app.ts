@@ -70,6 +70,8 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
     },
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler)
+  // JSON only: any other body is 415, never parsed.
+  app.removeContentTypeParser('text/plain')
 
   registerErrorHandling(app)
   logRedisAvailability(deps.redis, app.log)

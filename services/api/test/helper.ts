@@ -5,6 +5,7 @@
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
 import { agencies, type AgencyKind, type AgencyService, type Database, openDatabase, type Role, users } from '@haven/schema'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { DestinationStream } from 'pino'
 import type { Test } from 'tap'
 import { buildApp } from '../src/app.ts'
 import { hashPassword } from '../src/auth/passwords.ts'
@@ -33,11 +34,11 @@ export interface Harness {
   ip: string
 }
 
-export async function buildHarness (t: Test, overrides: Record<string, string> = {}): Promise<Harness> {
+export async function buildHarness (t: Test, overrides: Record<string, string> = {}, logStream?: DestinationStream): Promise<Harness> {
   const config = testConfig(overrides)
   const database = await openDatabase({ url: config.databaseUrl, max: 4 })
   const redis = connectRedis(config.redisUrl)
-  const app = await buildApp({ config, database, redis, keys: loadSigningKeys(config) })
+  const app = await buildApp({ config, database, redis, keys: loadSigningKeys(config), ...(logStream !== undefined ? { logStream } : {}) })
   t.teardown(async () => {
     await app.close()
     redis.disconnect()

@@ -1,0 +1,160 @@
+import { spawn } from 'node:child_process'
+import { Writable } from 'node:stream'
+import { Validator } from '@seriousme/openapi-schema-validator'
+import { sql } from '@haven/schema'
+import t from 'tap'
+import { loadConfig } from '../src/config.ts'
+import { buildHarness, makeAgency, makeUser, password, signedIn } from './helper.ts'
+
+t.test('liveness, readiness and docs', async (t) => {
+  const h = await buildHarness(t)
+  const live = await h.app.inject({ method: 'GET', url: '/healthz' })
+  t.equal(live.statusCode, 200)
+  const ready = await h.app.inject({ method: 'GET', url: '/readyz' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ok', database: 'up', redis: 'up' })
+
+  const docs = await h.app.inject({ method: 'GET', url: '/docs/' })
+  t.equal(docs.statusCode, 200)
+  t.match(docs.headers['content-type'], /text\/html/)
+
+  const spec = await h.app.inject({ method: 'GET', url: '/openapi.json' })
+  t.equal(spec.statusCode, 200)
+  const document = spec.json()
+  t.equal(document.openapi, '3.1.0')
+  const result = await new Validator().validate(document)
+  t.ok(result.valid, `a valid OpenAPI 3.1 document ${JSON.stringify(result.errors ?? '').slice(0, 500)}`)
+  for (const [path, method] of [
+    ['/v1/auth/login', 'post'], ['/v1/auth/refresh', 'post'], ['/v1/auth/logout', 'post'], ['/v1/me', 'get'],
+    ['/v1/agencies', 'post'], ['/v1/agencies', 'get'], ['/v1/agencies/{id}', 'get'], ['/v1/agencies/{id}', 'patch'],
+    ['/v1/agencies/{id}/users', 'post'], ['/v1/agencies/{id}/users', 'get'], ['/v1/users/{id}', 'patch'],
+    ['/healthz', 'get'], ['/readyz', 'get']
+  ] as const) {
+    t.ok(document.paths[path]?.[method], `${method.toUpperCase()} ${path} is documented`)
+  }
+})
+
+t.test('readiness is 503 when Redis is down, and the API keeps serving', async (t) => {
+  const h = await buildHarness(t, { REDIS_URL: 'redis://127.0.0.1:1' })
+  const ready = await h.app.inject({ method: 'GET', url: '/readyz' })
+  t.equal(ready.statusCode, 503)
+  t.same(ready.json(), { status: 'unavailable', database: 'up', redis: 'down' })
+  const agency = await makeAgency(h)
+  const user = await makeUser(h, agency.id, ['referrer'])
+  const signIn = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: h.ip })
+  t.equal(signIn.statusCode, 200, 'sign-in still works')
+})
+
+t.test('request ids', async (t) => {
+  const h = await buildHarness(t)
+  const given = await h.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'trace-123.abc' } })
+  t.equal(given.headers['x-request-id'], 'trace-123.abc', 'a caller\'s id is echoed')
+  const generated = await h.app.inject({ method: 'GET', url: '/healthz' })
+  t.match(generated.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  const forged = await h.app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id\nwith newline' } })
+  t.match(forged.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'an unsafe id is replaced')
+  const problem = await h.app.inject({ method: 'GET', url: '/v1/me', headers: { 'x-request-id': 'trace-456' } })
+  t.equal(problem.json().requestId, 'trace-456', 'errors carry the request id')
+})
+
+t.test('problem+json for what the client got wrong', async (t) => {
+  const h = await buildHarness(t)
+  const unknownRoute = await h.app.inject({ method: 'GET', url: '/v1/nothing-here' })
+  t.equal(unknownRoute.statusCode, 404)
+  t.match(unknownRoute.headers['content-type'], /application\/problem\+json/)
+  t.same(Object.keys(unknownRoute.json()).sort(), ['detail', 'requestId', 'status', 'title', 'type'])
+
+  const badPurpose = await h.app.inject({ method: 'GET', url: '/healthz', headers: { 'haven-purpose': 'curiosity' } })
+  t.equal(badPurpose.statusCode, 400)
+  t.same(badPurpose.json().errors.map((e: { path: string }) => e.path), ['/headers/haven-purpose'])
+  const goodPurpose = await h.app.inject({ method: 'GET', url: '/healthz', headers: { 'haven-purpose': 'safeguarding_emergency' } })
+  t.equal(goodPurpose.statusCode, 200)
+
+  const malformed = await h.app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"email": ', remoteAddress: h.ip })
+  t.equal(malformed.statusCode, 400)
+  const wrongType = await h.app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'text/plain' }, payload: 'hello', remoteAddress: h.ip })
+  t.equal(wrongType.statusCode, 415)
+  const huge = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: 'a@example.org', password: 'x'.repeat(1024 * 1024 + 10) }, remoteAddress: h.ip })
+  t.equal(huge.statusCode, 413)
+  for (const res of [malformed, wrongType, huge]) {
+    t.match(res.headers['content-type'], /application\/problem\+json/)
+    t.notMatch(res.body, /at .*\.(ts|js):\d+/, 'no stack trace')
+  }
+})
+
+t.test('security headers and the CORS allow-list', async (t) => {
+  const h = await buildHarness(t, { HAVEN_CORS_ORIGINS: 'https://app.example.org' })
+  const res = await h.app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://app.example.org' } })
+  t.equal(res.headers['x-content-type-options'], 'nosniff')
+  t.ok(res.headers['strict-transport-security'])
+  t.equal(res.headers['access-control-allow-origin'], 'https://app.example.org')
+  const other = await h.app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://evil.example' } })
+  t.notOk(other.headers['access-control-allow-origin'], 'an origin off the list gets no CORS grant')
+})
+
+t.test('rate limits: per user when signed in, per address otherwise', async (t) => {
+  t.test('per address', async (t) => {
+    const h = await buildHarness(t, { HAVEN_RATE_LIMIT_IP_PER_MIN: '3' })
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await h.app.inject({ method: 'POST', url: '/v1/auth/refresh', payload: { refreshToken: 'nope' }, remoteAddress: h.ip })
+      statuses.push(res.statusCode)
+      if (res.statusCode === 429) t.ok(Number(res.headers['retry-after']) > 0, 'Retry-After is set')
+    }
+    t.same(statuses, [401, 401, 401, 429])
+  })
+  t.test('per user', async (t) => {
+    const h = await buildHarness(t, { HAVEN_RATE_LIMIT_USER_PER_MIN: '3' })
+    const first = await signedIn(h, ['referrer'])
+    const second = await signedIn(h, ['referrer'])
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) statuses.push((await first.request({ method: 'GET', url: '/v1/me' })).statusCode)
+    t.same(statuses, [200, 200, 200, 429])
+    t.equal((await second.request({ method: 'GET', url: '/v1/me' })).statusCode, 200, 'another user from the same address is not limited')
+  })
+})
+
+t.test('logs carry no secrets or personal data', async (t) => {
+  let logged = ''
+  const logStream = new Writable({ write (chunk: Buffer, _encoding, done) { logged += chunk.toString(); done() } })
+  const h = await buildHarness(t, { LOG_LEVEL: 'info' }, logStream)
+  const agency = await makeAgency(h)
+  const user = await makeUser(h, agency.id, ['referrer'], { email: 'canary.logperson@example.org' })
+  const signIn = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: h.ip })
+  const { accessToken, refreshToken } = signIn.json()
+  await h.app.inject({ method: 'GET', url: '/v1/me', headers: { authorization: `Bearer ${accessToken}` } })
+  await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: 'canary-wrong-password' }, remoteAddress: h.ip })
+  t.ok(logged.includes('request completed'), 'requests were logged')
+  for (const secret of [password, 'canary-wrong-password', accessToken, refreshToken, 'canary.logperson']) {
+    t.notOk(logged.includes(secret), 'a secret or personal value is absent from the log')
+  }
+})
+
+t.test('the audit trail is append-only', async (t) => {
+  const h = await buildHarness(t)
+  await signedIn(h, ['referrer'])
+  for (const statement of [sql`update audit_events set outcome = 'error'`, sql`delete from audit_events`, sql`truncate audit_events`]) {
+    const error = await h.database.rows(statement).then(() => undefined, (e: Error & { cause?: Error }) => e)
+    t.match(error?.cause?.message ?? error?.message, /append-only/, 'refused by the trigger')
+  }
+})
+
+t.test('configuration is checked once, at start', async (t) => {
+  t.throws(() => loadConfig({ PORT: 'eighty', REDIS_URL: 'http://nope', HAVEN_RATE_LIMIT_USER_PER_MIN: '-1' }), /HAVEN_RATE_LIMIT_USER_PER_MIN/)
+  try {
+    loadConfig({ PORT: 'eighty', REDIS_URL: 'http://nope', NODE_ENV: 'production' })
+  } catch (error) {
+    const message = (error as Error).message
+    for (const name of ['PORT', 'REDIS_URL', 'DATABASE_URL', 'HAVEN_JWT_PRIVATE_KEY', 'HAVEN_PUBLIC_URL']) t.match(message, name)
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('..', import.meta.url).pathname,
+    env: { PATH: process.env.PATH, PORT: 'not-a-port', NODE_ENV: 'test' },
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
+  t.equal(code, 1, 'the process exits non-zero')
+  t.match(stderr, /PORT must be a whole number/, 'naming the variable')
+})

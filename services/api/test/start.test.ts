@@ -1,0 +1,123 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { openDatabase, sql, users } from '@haven/schema'
+import postgres from 'postgres'
+import t, { type Test } from 'tap'
+import { bootstrapAdmin } from '../src/bootstrap.ts'
+
+/** A throwaway database on the test server, dropped when the test ends. */
+async function freshDatabase (t: Test) {
+  const serverUrl = process.env.HAVEN_TEST_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const name = `haven_boot_${Date.now()}_${process.pid}`
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database "${name}"`)
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  const database = await openDatabase({ url: url.toString(), max: 4 })
+  await database.migrate()
+  t.teardown(async () => {
+    await database.close()
+    await admin.unsafe(`drop database if exists "${name}" with (force)`)
+    await admin.end()
+  })
+  return database
+}
+
+t.test('the bootstrap admin is created once, however many starts race', async (t) => {
+  const database = await freshDatabase(t)
+  const config = { env: 'test' as const, bootstrapAdminEmail: 'first.admin@example.org', bootstrapAdminPassword: 'a long enough password' }
+  const results = await Promise.all([bootstrapAdmin(database, config), bootstrapAdmin(database, config), bootstrapAdmin(database, config)])
+  t.equal(results.filter((r) => r.created).length, 1, 'one start created it')
+  t.same(await bootstrapAdmin(database, config), { created: false }, 'a later start creates nothing')
+  const admins = await database.db.select().from(users).where(sql`'platform_admin' = any(${users.roles})`)
+  t.equal(admins.length, 1)
+  t.equal(admins[0]?.email, 'first.admin@example.org')
+})
+
+t.test('in production, no admin is made up: the credentials must be configured', async (t) => {
+  const database = await freshDatabase(t)
+  await t.rejects(bootstrapAdmin(database, { env: 'production', bootstrapAdminEmail: undefined, bootstrapAdminPassword: undefined }), /HAVEN_BOOTSTRAP_ADMIN_PASSWORD/)
+  const generated = await bootstrapAdmin(database, { env: 'development', bootstrapAdminEmail: undefined, bootstrapAdminPassword: undefined })
+  t.ok(generated.created && generated.generatedPassword !== undefined && generated.generatedPassword.length >= 20, 'outside production a password is generated')
+})
+
+const freePort = async () => await new Promise<number>((resolve) => {
+  const server = createServer().listen(0, '127.0.0.1', () => {
+    const address = server.address()
+    server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
+  })
+})
+
+/** Polls until the server answers, for at most `ms`. */
+async function waitForHealth (base: string, child: ChildProcess, ms = 60_000) {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`haven exited with ${child.exitCode}`)
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) return
+    } catch { /* not listening yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  throw new Error('haven did not start in time')
+}
+
+t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the data is still there', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'haven-pglite-'))
+  t.teardown(() => { rmSync(dataDir, { recursive: true, force: true }) })
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const root = new URL('../../../', import.meta.url).pathname
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'development',
+    PORT: String(port),
+    HAVEN_DATA_DIR: dataDir,
+    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    HAVEN_BOOTSTRAP_ADMIN_EMAIL: 'pglite.admin@example.org',
+    HAVEN_BOOTSTRAP_ADMIN_PASSWORD: 'pglite admin password',
+    LOG_LEVEL: 'warn'
+  }
+  const start = async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], { cwd: root, env, stdio: ['ignore', 'ignore', 'inherit'] })
+    await waitForHealth(base, child)
+    return child
+  }
+  const stop = async (child: ChildProcess) => {
+    const exited = new Promise<number | null>((resolve) => { child.on('exit', (code) => { resolve(code) }) })
+    child.kill('SIGTERM')
+    return await exited
+  }
+  const signIn = async () => await fetch(`${base}/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'pglite.admin@example.org', password: 'pglite admin password' })
+  })
+
+  const first = await start()
+  const login = await signIn()
+  t.equal(login.status, 200, 'the bootstrap admin signs in')
+  const { accessToken } = await login.json() as { accessToken: string }
+  const created = await fetch(`${base}/v1/agencies`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}` },
+    body: JSON.stringify({ name: 'Persisted Test Agency', kind: 'ngo', region: 'Testshire', contactEmail: 'inbox@example.org' })
+  })
+  t.equal(created.status, 201)
+  const agencyId = (await created.json() as { id: string }).id
+  t.equal(await stop(first), 0, 'a clean shutdown on SIGTERM')
+
+  const second = await start()
+  t.teardown(async () => { if (second.exitCode === null) await stop(second) })
+  const again = await signIn()
+  t.equal(again.status, 200, 'the same admin signs in after a restart')
+  const token = (await again.json() as { accessToken: string }).accessToken
+  const agency = await fetch(`${base}/v1/agencies/${agencyId}`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(agency.status, 200, 'the agency created before the restart is still there')
+  const directory = await fetch(`${base}/v1/agencies?limit=200`, { headers: { authorization: `Bearer ${token}` } })
+  const names = (await directory.json() as { items: { name: string }[] }).items.map((a) => a.name)
+  t.equal(names.filter((n) => n === 'Haven platform').length, 1, 'no second bootstrap on the second start')
+  t.equal(await stop(second), 0)
+})
