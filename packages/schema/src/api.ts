@@ -4,7 +4,10 @@
  * table later can never leak through a response.
  */
 import { type Static, Type, type TSchema } from 'typebox'
-import { agencyKinds, agencyServices, agencyStatuses, purposes, roles, userStatuses } from './constants.ts'
+import {
+  agencyKinds, agencyServices, agencyStatuses, ageGroups, consentBases, consentMethods, exploitationTypes, genders, indicators,
+  noteVisibilities, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies, userStatuses
+} from './constants.ts'
 
 const strict = { additionalProperties: false } as const
 
@@ -174,3 +177,238 @@ export const Readiness = Type.Object({
   redis: StringEnum(['up', 'down'] as const)
 })
 export type Readiness = Static<typeof Readiness>
+
+// --- referrals --------------------------------------------------------------------------------
+
+const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength })
+const Unique = <T extends TSchema>(item: T, maxItems: number, minItems = 0) => Type.Array(item, { uniqueItems: true, maxItems, minItems })
+/** A BCP 47 language tag such as `ro`, `pl` or `pt-BR`. */
+const Language = Type.String({ pattern: '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$', maxLength: 35 })
+
+export const UrgencySchema = StringEnum(urgencies)
+export const ShareScopeSchema = StringEnum(shareScopes)
+export const ShareStatusSchema = StringEnum(shareStatuses)
+export const ShareOutcomeSchema = StringEnum(shareOutcomes)
+
+/** What each group holds, as stored and as returned. Groups a caller may not see are absent. */
+export const ReferralSummary = Type.Object({
+  subject: Type.Object({
+    ageGroup: StringEnum(ageGroups),
+    gender: Type.Optional(StringEnum(genders)),
+    languages: Type.Optional(Unique(Language, 20)),
+    interpreterNeeded: Type.Optional(Type.Boolean())
+  }, strict),
+  exploitation: Type.Object({
+    types: Unique(StringEnum(exploitationTypes), exploitationTypes.length, 1),
+    area: Text(200)
+  }, strict)
+}, strict)
+export type ReferralSummary = Static<typeof ReferralSummary>
+
+const identityFields = {
+  givenName: Type.Optional(Text(200)),
+  familyName: Type.Optional(Text(200)),
+  aliases: Type.Optional(Unique(Text(200), 20)),
+  dateOfBirth: Type.Optional(Type.String({ format: 'date' })),
+  nationality: Type.Optional(Text(100))
+}
+export const ReferralIdentity = Type.Object(identityFields, strict)
+export type ReferralIdentity = Static<typeof ReferralIdentity>
+
+export const ReferralContact = Type.Object({
+  phone: Type.Optional(Text(50)),
+  address: Type.Optional(Text(1000)),
+  safeToContact: Type.Optional(Type.Boolean()),
+  notes: Type.Optional(Text(2000))
+}, strict)
+export type ReferralContact = Static<typeof ReferralContact>
+
+const circumstancesFields = {
+  indicators: Type.Optional(Unique(StringEnum(indicators), indicators.length)),
+  narrative: Type.Optional(Text(20_000)),
+  encounteredAt: Type.Optional(DateTime)
+}
+export const ReferralCircumstances = Type.Object(circumstancesFields, strict)
+export type ReferralCircumstances = Static<typeof ReferralCircumstances>
+
+export const ReferralConsent = Type.Object({
+  basis: StringEnum(consentBases),
+  recordedAt: Type.Optional(DateTime),
+  method: Type.Optional(StringEnum(consentMethods)),
+  sharingAllowedWith: Type.Optional(Type.Union([Type.Literal('any'), Unique(Uuid, 100, 1)]))
+}, strict)
+export type ReferralConsent = Static<typeof ReferralConsent>
+
+/** The body of POST /v1/referrals. */
+export const ReferralInput = Type.Object({
+  subject: Type.Object({
+    ageGroup: StringEnum(ageGroups),
+    gender: Type.Optional(StringEnum(genders)),
+    languages: Type.Optional(Unique(Language, 20)),
+    interpreterNeeded: Type.Optional(Type.Boolean()),
+    ...identityFields,
+    contact: Type.Optional(ReferralContact)
+  }, strict),
+  exploitation: Type.Object({
+    types: Unique(StringEnum(exploitationTypes), exploitationTypes.length, 1),
+    area: Text(200),
+    ...circumstancesFields
+  }, strict),
+  urgency: UrgencySchema,
+  needs: Type.Optional(Unique(AgencyServiceSchema, agencyServices.length)),
+  consent: ReferralConsent
+}, strict)
+export type ReferralInput = Static<typeof ReferralInput>
+
+/**
+ * The body of PATCH /v1/referrals/:id: a JSON merge patch (RFC 7396) of the referral input —
+ * objects merge, `null` removes a field, arrays replace. The merged result must be a valid
+ * ReferralInput and keep to the legal-basis rules.
+ */
+export const ReferralPatch = Type.Object({
+  subject: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  exploitation: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  urgency: Type.Optional(UrgencySchema),
+  needs: Type.Optional(Unique(AgencyServiceSchema, agencyServices.length)),
+  consent: Type.Optional(Type.Record(Type.String(), Type.Unknown()))
+}, { ...strict, minProperties: 1 })
+export type ReferralPatch = Static<typeof ReferralPatch>
+
+export const Share = Type.Object({
+  id: Uuid,
+  referralId: Uuid,
+  agencyId: Uuid,
+  status: ShareStatusSchema,
+  scopes: Type.Array(ShareScopeSchema),
+  message: Type.Union([Type.String(), Type.Null()]),
+  respondBy: DateTime,
+  createdAt: DateTime,
+  decidedAt: Type.Union([DateTime, Type.Null()]),
+  decidedBy: Type.Union([Uuid, Type.Null()]),
+  declineReason: Type.Union([Type.String(), Type.Null()]),
+  outcome: Type.Union([ShareOutcomeSchema, Type.Null()])
+})
+export type Share = Static<typeof Share>
+
+/**
+ * A referral as one caller may see it. The origin agency gets every key; a recipient gets the
+ * summary (and, once accepted, its share's scopes) with its own share only: keys it may not see are
+ * absent, never null.
+ */
+export const Referral = Type.Object({
+  id: Uuid,
+  reference: Type.String(),
+  status: StringEnum(referralStatuses),
+  urgency: UrgencySchema,
+  needs: Type.Array(AgencyServiceSchema),
+  originAgencyId: Uuid,
+  createdBy: Type.Optional(Uuid),
+  createdAt: DateTime,
+  updatedAt: Type.Optional(DateTime),
+  version: Type.Optional(Type.Integer()),
+  subject: Type.Object({
+    ageGroup: StringEnum(ageGroups),
+    gender: Type.Optional(StringEnum(genders)),
+    languages: Type.Optional(Type.Array(Type.String())),
+    interpreterNeeded: Type.Optional(Type.Boolean()),
+    givenName: Type.Optional(Type.String()),
+    familyName: Type.Optional(Type.String()),
+    aliases: Type.Optional(Type.Array(Type.String())),
+    dateOfBirth: Type.Optional(Type.String()),
+    nationality: Type.Optional(Type.String()),
+    contact: Type.Optional(ReferralContact)
+  }),
+  exploitation: Type.Object({
+    types: Type.Array(Type.String()),
+    area: Type.String(),
+    indicators: Type.Optional(Type.Array(Type.String())),
+    narrative: Type.Optional(Type.String()),
+    encounteredAt: Type.Optional(Type.String())
+  }),
+  consent: Type.Optional(ReferralConsent),
+  closedAt: Type.Optional(Type.Union([DateTime, Type.Null()])),
+  closedOutcome: Type.Optional(Type.Union([ShareOutcomeSchema, Type.Null()])),
+  shares: Type.Array(Share)
+})
+export type Referral = Static<typeof Referral>
+
+/** A list item: the summary only, never identity, contact or circumstances. */
+export const ReferralListItem = Type.Object({
+  id: Uuid,
+  reference: Type.String(),
+  status: StringEnum(referralStatuses),
+  urgency: UrgencySchema,
+  needs: Type.Array(AgencyServiceSchema),
+  originAgencyId: Uuid,
+  createdAt: DateTime,
+  subject: Type.Object({
+    ageGroup: StringEnum(ageGroups),
+    gender: Type.Optional(StringEnum(genders)),
+    languages: Type.Optional(Type.Array(Type.String())),
+    interpreterNeeded: Type.Optional(Type.Boolean())
+  }),
+  exploitation: Type.Object({ types: Type.Array(Type.String()), area: Type.String() }),
+  /** For incoming referrals: this agency's share. */
+  share: Type.Optional(Type.Object({ id: Uuid, status: ShareStatusSchema, respondBy: DateTime }))
+})
+export type ReferralListItem = Static<typeof ReferralListItem>
+export const ReferralPage = Page(ReferralListItem)
+
+export const ReferralListQuery = Type.Object({
+  status: Type.Optional(StringEnum(referralStatuses)),
+  direction: Type.Optional(StringEnum(['outgoing', 'incoming'] as const)),
+  ...PageQuery
+}, strict)
+export type ReferralListQuery = Static<typeof ReferralListQuery>
+
+export const ReferralClose = Type.Object({
+  outcome: Type.Optional(ShareOutcomeSchema),
+  note: Type.Optional(Text(10_000))
+}, strict)
+export type ReferralClose = Static<typeof ReferralClose>
+
+export const ShareCreate = Type.Object({
+  agencyId: Uuid,
+  scopes: Type.Optional(Unique(ShareScopeSchema, shareScopes.length)),
+  message: Type.Optional(Text(2000)),
+  respondWithinHours: Type.Optional(Type.Integer({ minimum: 1, maximum: 720 }))
+}, strict)
+export type ShareCreate = Static<typeof ShareCreate>
+
+export const ShareDecline = Type.Object({ reason: Text(2000) }, strict)
+export const ShareWithdraw = Type.Object({ reason: Type.Optional(Text(2000)) }, strict)
+export const ShareClose = Type.Object({ outcome: ShareOutcomeSchema, note: Type.Optional(Text(10_000)) }, strict)
+export type ShareClose = Static<typeof ShareClose>
+
+export const ReferralParams = Type.Object({ id: Uuid }, strict)
+export const ShareParams = Type.Object({ id: Uuid, shareId: Uuid }, strict)
+
+export const NoteCreate = Type.Object({
+  body: Text(10_000),
+  visibility: StringEnum(noteVisibilities)
+}, strict)
+export type NoteCreate = Static<typeof NoteCreate>
+
+export const Note = Type.Object({
+  id: Uuid,
+  referralId: Uuid,
+  agencyId: Uuid,
+  authorId: Uuid,
+  body: Type.String(),
+  visibility: StringEnum(noteVisibilities),
+  createdAt: DateTime
+})
+export type Note = Static<typeof Note>
+
+export const TimelineEntry = Type.Object({
+  id: Uuid,
+  at: DateTime,
+  type: Type.String({ description: 'referral.created, referral.updated, referral.closed, share.created, share.accepted, share.declined, share.withdrawn, share.closed, share.expired, note.created' }),
+  actorAgencyId: Type.Union([Uuid, Type.Null()]),
+  shareId: Type.Optional(Uuid),
+  agencyId: Type.Optional(Uuid),
+  note: Type.Optional(Note)
+})
+export type TimelineEntry = Static<typeof TimelineEntry>
+/** The whole timeline in one page (`nextCursor` is always null): a referral's history is short. */
+export const Timeline = Page(TimelineEntry)

@@ -31,7 +31,7 @@ export const defaultPurpose: Purpose = 'case_management'
 
 export const auditActions = [
   'auth.login', 'auth.login_failed', 'auth.refresh', 'auth.logout', 'auth.token_reuse',
-  'agency.create', 'agency.update', 'user.create', 'user.update',
+  'agency.create', 'agency.update', 'user.create', 'user.update', 'user.list',
   'referral.create', 'referral.read', 'referral.list', 'referral.update', 'referral.close',
   'share.create', 'share.accept', 'share.decline', 'share.withdraw', 'share.close', 'share.expire',
   'note.create', 'timeline.read', 'webhook.create', 'webhook.delete',
@@ -45,3 +45,53 @@ export type AuditOutcome = (typeof auditOutcomes)[number]
 /** What an audit event's `target` may point at. */
 export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session'] as const
 export type AuditTargetType = (typeof auditTargetTypes)[number]
+
+// --- referrals --------------------------------------------------------------------------------
+
+export const referralStatuses = ['open', 'closed'] as const
+export type ReferralStatus = (typeof referralStatuses)[number]
+
+export const urgencies = ['immediate', 'high', 'standard'] as const
+export type Urgency = (typeof urgencies)[number]
+
+/** Hours a recipient has to answer a share when the referrer doesn't say. */
+export const defaultResponseHours: Record<Urgency, number> = { immediate: 4, high: 24, standard: 72 }
+
+/** `unknown` is treated as a child until assessed (UK practice). */
+export const ageGroups = ['adult', 'child', 'unknown'] as const
+export type AgeGroup = (typeof ageGroups)[number]
+
+export const genders = ['female', 'male', 'non_binary', 'other', 'unknown'] as const
+
+export const exploitationTypes = ['labour', 'sexual', 'criminal', 'domestic_servitude', 'organ_removal', 'other'] as const
+
+/** Indicator codes, modelled on the Home Office indicators of modern slavery. */
+export const indicators = [
+  'restricted_movement', 'no_id_documents', 'debt_bondage', 'multi_occupancy_address', 'unusual_comings_and_goings',
+  'signs_of_physical_abuse', 'works_excessive_hours', 'fearful_or_withdrawn', 'no_access_to_earnings',
+  'transported_to_work', 'other'
+] as const
+
+export const consentBases = ['consent', 'child_safeguarding', 'duty_to_notify'] as const
+export type ConsentBasis = (typeof consentBases)[number]
+export const consentMethods = ['verbal', 'written'] as const
+
+/** The field groups a share can grant beyond the summary, which every recipient sees. */
+export const shareScopes = ['identity', 'contact', 'circumstances'] as const
+export type ShareScope = (typeof shareScopes)[number]
+
+export const shareStatuses = ['pending', 'accepted', 'declined', 'withdrawn', 'expired', 'closed'] as const
+export type ShareStatus = (typeof shareStatuses)[number]
+
+export const shareOutcomes = ['supported', 'no_further_action', 'referred_on', 'lost_contact', 'support_declined'] as const
+export type ShareOutcome = (typeof shareOutcomes)[number]
+
+export const noteVisibilities = ['agency', 'shared'] as const
+export type NoteVisibility = (typeof noteVisibilities)[number]
+
+/** Outbox message types: also the webhook event types of the contract. */
+export const outboxTypes = [
+  'share.created', 'share.accepted', 'share.declined', 'share.withdrawn', 'share.closed', 'share.expired',
+  'share.reminder', 'referral.closed'
+] as const
+export type OutboxType = (typeof outboxTypes)[number]

@@ -9,7 +9,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import postgres from 'postgres'
-import type { AuditAction, AuditOutcome, AuditTargetType, Purpose, Role } from './constants.ts'
+import type { AuditAction, AuditOutcome, AuditTargetType, OutboxType, Purpose, Role } from './constants.ts'
 import * as tables from './tables.ts'
 
 /** A database handle or an open transaction: every query function takes one of these first. */
@@ -35,18 +35,26 @@ export interface DatabaseOptions {
   dataDir?: string | undefined
   /** Pool size for PostgreSQL. */
   max?: number
+  /** Called with each statement sent to PostgreSQL (tests count queries with it). */
+  onQuery?: (statement: string) => void
 }
 
 /** Opens the database the configuration names: PostgreSQL over `url`, else embedded PGlite. */
 export async function openDatabase (options: DatabaseOptions): Promise<Database> {
   const url = options.url
   if (url !== undefined && url !== '') {
-    const client = postgres(url, { max: options.max ?? 10, onnotice: () => {}, connect_timeout: 5 })
+    const onQuery = options.onQuery
+    const client = postgres(url, {
+      max: options.max ?? 10,
+      onnotice: () => {},
+      connect_timeout: 5,
+      ...(onQuery !== undefined ? { debug: (_connection: number, statement: string) => { onQuery(statement) } } : {})
+    })
     const db = drizzlePostgres(client, { schema: tables }) as unknown as Db
     return {
       db,
       kind: 'postgres',
-      rows: async <T>(query: SQL) => [...await db.execute(query) as unknown as T[]],
+      rows: async <T>(query: SQL) => await rowsOf<T>(db, query),
       migrate: async () => {
         // A one-connection client, so the advisory lock and the migration share a session.
         const session = postgres(url, { max: 1, onnotice: () => {} })
@@ -67,7 +75,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
   return {
     db,
     kind: 'pglite',
-    rows: async <T>(query: SQL) => ((await db.execute(query)) as unknown as { rows: T[] }).rows,
+    rows: async <T>(query: SQL) => await rowsOf<T>(db, query),
     // PGlite is one connection owned by this process: nobody else can migrate at the same time.
     migrate: async () => { await migratePglite(drizzlePglite(client), { migrationsFolder }) },
     close: async () => { await client.close() }
@@ -95,12 +103,24 @@ export interface AuditEventInput {
   recipientAgencyId?: string | null
 }
 
+/** Rows of a raw statement on a handle or transaction, whichever driver runs it. */
+export async function rowsOf<T = Record<string, unknown>> (db: Db, query: SQL): Promise<T[]> {
+  const result = await db.execute(query) as unknown
+  return Array.isArray(result) ? result as T[] : (result as { rows: T[] }).rows
+}
+
 /**
  * Appends one audit event. Call it with the transaction that does the work, so the event and the
  * change commit or fail together. Only ids and codes go in: never a name, email or free text.
  */
 export async function writeAuditEvent (tx: Db, context: AuditContext, event: AuditEventInput): Promise<void> {
-  await tx.insert(tables.auditEvents).values({
+  await writeAuditEvents(tx, context, [event])
+}
+
+/** Appends several audit events in one statement (a list read records each referral it returned). */
+export async function writeAuditEvents (tx: Db, context: AuditContext, events: AuditEventInput[]): Promise<void> {
+  if (events.length === 0) return
+  await tx.insert(tables.auditEvents).values(events.map((event) => ({
     actorUserId: context.actor.userId,
     actorAgencyId: context.actor.agencyId,
     actorRoles: [...context.actor.roles],
@@ -113,12 +133,18 @@ export async function writeAuditEvent (tx: Db, context: AuditContext, event: Aud
     purpose: context.purpose,
     requestId: context.requestId,
     ip: context.ip
-  })
+  })))
 }
 
-/** Queues a message for the worker in the same transaction as the change it announces. */
-export async function writeOutbox (tx: Db, type: string, payload: Record<string, string | null>): Promise<void> {
-  await tx.insert(tables.outbox).values({ type, payload })
+export interface OutboxMessage { type: OutboxType, payload: { referralId: string, shareId: string | null, agencyId: string } }
+
+/**
+ * Queues messages for the worker in the same transaction as the change they announce. Payloads
+ * carry ids only: the worker re-reads whatever it needs.
+ */
+export async function writeOutbox (tx: Db, messages: OutboxMessage[]): Promise<void> {
+  if (messages.length === 0) return
+  await tx.insert(tables.outbox).values(messages)
 }
 
 export { sql }

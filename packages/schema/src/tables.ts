@@ -1,10 +1,13 @@
 import { sql } from 'drizzle-orm'
 import {
-  bigint, boolean, customType, index, jsonb, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid
+  bigint, boolean, check, customType, index, integer, jsonb, pgEnum, pgSequence, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid
 } from 'drizzle-orm/pg-core'
 import {
-  agencyKinds, agencyServices, agencyStatuses, auditActions, auditOutcomes, auditTargetTypes, purposes, roles, userStatuses
+  agencyKinds, agencyServices, agencyStatuses, ageGroups, auditActions, auditOutcomes, auditTargetTypes, consentBases,
+  noteVisibilities, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies, userStatuses
 } from './constants.ts'
+import type { OutboxType } from './constants.ts'
+import type { ReferralCircumstances, ReferralConsent, ReferralContact, ReferralIdentity, ReferralSummary } from './api.ts'
 
 export const agencyKind = pgEnum('agency_kind', agencyKinds)
 export const agencyService = pgEnum('agency_service', agencyServices)
@@ -15,6 +18,14 @@ export const auditAction = pgEnum('audit_action', auditActions)
 export const auditOutcome = pgEnum('audit_outcome', auditOutcomes)
 export const auditTargetType = pgEnum('audit_target_type', auditTargetTypes)
 export const purpose = pgEnum('purpose', purposes)
+export const referralStatus = pgEnum('referral_status', referralStatuses)
+export const urgency = pgEnum('urgency', urgencies)
+export const ageGroup = pgEnum('age_group', ageGroups)
+export const consentBasis = pgEnum('consent_basis', consentBases)
+export const shareStatus = pgEnum('share_status', shareStatuses)
+export const shareScope = pgEnum('share_scope', shareScopes)
+export const shareOutcome = pgEnum('share_outcome', shareOutcomes)
+export const noteVisibility = pgEnum('note_visibility', noteVisibilities)
 
 /** `xid8`: the id of the transaction that wrote a row; the audit sealer's commit-order horizon. */
 const xid8 = customType<{ data: string, driverData: string }>({ dataType: () => 'xid8' })
@@ -114,10 +125,101 @@ export const auditEvents = pgTable('audit_events', {
 export const outbox = pgTable('outbox', {
   id: uuid('id').primaryKey().defaultRandom(),
   seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity().notNull(),
-  type: text('type').notNull(),
-  payload: jsonb('payload').$type<Record<string, string | null>>().notNull(),
+  type: text('type').$type<OutboxType>().notNull(),
+  payload: jsonb('payload').$type<{ referralId: string, shareId: string | null, agencyId: string }>().notNull(),
   createdAt: createdAt(),
   relayedAt: timestamp('relayed_at', { withTimezone: true, mode: 'date' })
 }, (t) => [
   index('outbox_unrelayed_idx').on(t.seq).where(sql`relayed_at is null`)
+])
+
+/**
+ * Human references HVN-<year>-<6 digits>, numbered from one sequence so concurrent creates never
+ * collide and never wait for each other. The number does not restart each year; the sequence stops
+ * at 999999 (decades at UK volumes) rather than wrap into a duplicate.
+ */
+export const referralReferenceSeq = pgSequence('referral_reference_seq', { startWith: 1, maxValue: 999_999 })
+
+/**
+ * A potential victim, recorded by one origin agency. The four field groups of the design are kept
+ * apart (summary, identity, contact, circumstances) so a view is a choice of groups; the columns
+ * beside them are what lists and rules filter on.
+ */
+export const referrals = pgTable('referrals', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  reference: text('reference').notNull()
+    .default(sql`'HVN-' || to_char(now() at time zone 'UTC', 'YYYY') || '-' || lpad(nextval('referral_reference_seq')::text, 6, '0')`),
+  status: referralStatus('status').notNull().default('open'),
+  urgency: urgency('urgency').notNull(),
+  needs: agencyService('needs').array().notNull().default(sql`'{}'`),
+  ageGroup: ageGroup('age_group').notNull(),
+  consentBasis: consentBasis('consent_basis').notNull(),
+  summary: jsonb('summary').$type<ReferralSummary>().notNull(),
+  identity: jsonb('identity').$type<ReferralIdentity>(),
+  contact: jsonb('contact').$type<ReferralContact>(),
+  circumstances: jsonb('circumstances').$type<ReferralCircumstances>(),
+  consent: jsonb('consent').$type<ReferralConsent>().notNull(),
+  originAgencyId: uuid('origin_agency_id').notNull().references(() => agencies.id),
+  createdBy: uuid('created_by').notNull().references(() => users.id),
+  version: integer('version').notNull().default(1),
+  closedOutcome: shareOutcome('closed_outcome'),
+  closedAt: timestamp('closed_at', { withTimezone: true, mode: 'date', precision: 3 }),
+  createdAt: createdAt(),
+  updatedAt: updatedAt()
+}, (t) => [
+  uniqueIndex('referrals_reference_idx').on(t.reference),
+  index('referrals_origin_idx').on(t.originAgencyId, t.createdAt, t.id),
+  check('referrals_duty_to_notify_anonymous', sql`${t.consentBasis} <> 'duty_to_notify' or (${t.identity} is null and ${t.contact} is null)`)
+])
+
+/** A hand-over of a referral to another agency (state machine in shares.ts). */
+export const shares = pgTable('shares', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  referralId: uuid('referral_id').notNull().references(() => referrals.id),
+  agencyId: uuid('agency_id').notNull().references(() => agencies.id),
+  status: shareStatus('status').notNull().default('pending'),
+  scopes: shareScope('scopes').array().notNull().default(sql`'{}'`),
+  message: text('message'),
+  respondBy: timestamp('respond_by', { withTimezone: true, mode: 'date', precision: 3 }).notNull(),
+  createdBy: uuid('created_by').notNull().references(() => users.id),
+  decidedAt: timestamp('decided_at', { withTimezone: true, mode: 'date', precision: 3 }),
+  decidedBy: uuid('decided_by').references(() => users.id),
+  declineReason: text('decline_reason'),
+  outcome: shareOutcome('outcome'),
+  /** When the sweeper reminded the recipient; null until then. */
+  remindedAt: timestamp('reminded_at', { withTimezone: true, mode: 'date', precision: 3 }),
+  createdAt: createdAt(),
+  updatedAt: updatedAt()
+}, (t) => [
+  index('shares_referral_idx').on(t.referralId),
+  index('shares_agency_idx').on(t.agencyId, t.status),
+  // At most one pending-or-accepted share per (referral, agency): a second is a 409.
+  uniqueIndex('shares_one_active_idx').on(t.referralId, t.agencyId).where(sql`status in ('pending', 'accepted')`),
+  index('shares_pending_deadline_idx').on(t.respondBy).where(sql`status = 'pending'`)
+])
+
+export const notes = pgTable('notes', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  referralId: uuid('referral_id').notNull().references(() => referrals.id),
+  agencyId: uuid('agency_id').notNull().references(() => agencies.id),
+  authorId: uuid('author_id').notNull().references(() => users.id),
+  body: text('body').notNull(),
+  visibility: noteVisibility('visibility').notNull(),
+  createdAt: createdAt()
+}, (t) => [
+  index('notes_referral_idx').on(t.referralId, t.createdAt)
+])
+
+/**
+ * Idempotency keys of POST /v1/referrals, per user: the body's hash tells a repeat (same body:
+ * the first referral again) from a misuse (another body: 422).
+ */
+export const idempotencyKeys = pgTable('idempotency_keys', {
+  userId: uuid('user_id').notNull().references(() => users.id),
+  key: text('key').notNull(),
+  requestHash: text('request_hash').notNull(),
+  referralId: uuid('referral_id').notNull(),
+  createdAt: createdAt()
+}, (t) => [
+  primaryKey({ columns: [t.userId, t.key] })
 ])

@@ -18,7 +18,10 @@ import { authRoutes } from './auth/auth.routes.ts'
 import type { ApiConfig } from './config.ts'
 import { badRequest, registerErrorHandling, tooManyRequests } from './errors.ts'
 import type { SigningKeys } from './keys.ts'
+import { noteRoutes } from './notes/notes.routes.ts'
 import { healthRoutes } from './ops/health.routes.ts'
+import { referralRoutes } from './referrals/referrals.routes.ts'
+import { shareRoutes } from './shares/shares.routes.ts'
 import { logRedisAvailability } from './redis.ts'
 import { registerAuth } from './plugins/auth.ts'
 import { userRoutes } from './users/users.routes.ts'
@@ -117,5 +120,8 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   await app.register(authRoutes, { db: database.db })
   await app.register(agencyRoutes, { db: database.db })
   await app.register(userRoutes, { db: database.db })
+  await app.register(referralRoutes, { db: database.db })
+  await app.register(shareRoutes, { db: database.db })
+  await app.register(noteRoutes, { db: database.db })
   return app
 }

@@ -44,20 +44,31 @@ function isDatabaseUnavailable (error: { code?: unknown }): boolean {
     'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '53300'].includes(code)
 }
 
+/** A unique violation, whichever driver raised it (drizzle wraps the driver's error as `cause`). */
+export function isUniqueViolation (error: unknown): boolean {
+  const codeOf = (e: unknown) => (e as { code?: unknown } | null)?.code
+  return codeOf(error) === '23505' || codeOf((error as { cause?: unknown } | null)?.cause) === '23505'
+}
+
 const problemType = (slug: string) => `urn:haven:problem:${slug}`
+
+interface SchemaError { instancePath: string, keyword: string, params: unknown, message?: string | undefined }
+
+/** Schema validation errors as `{ path, message }`, naming the missing or unknown property itself. */
+export function validationDetails (errors: readonly SchemaError[], prefix: string): ProblemDetail[] {
+  return errors.map((v) => {
+    const params = v.params as { missingProperty?: string, additionalProperty?: string }
+    const missing = v.keyword === 'required' ? `/${String(params.missingProperty)}` : ''
+    const extra = v.keyword === 'additionalProperties' ? `/${String(params.additionalProperty)}` : ''
+    const message = v.keyword === 'additionalProperties' ? 'is not an allowed property' : (v.message ?? 'is invalid')
+    return { path: prefix + v.instancePath + missing + extra, message }
+  })
+}
 
 /** Fastify's own errors that are the client's fault, mapped to what the contract promises. */
 function fromFastifyError (error: FastifyError): HttpProblem | undefined {
   if (error.validation !== undefined) {
-    const errors = error.validation.map((v) => {
-      const base = `/${error.validationContext ?? 'body'}${v.instancePath}`
-      const missing = v.keyword === 'required' ? `/${String((v.params as { missingProperty?: string }).missingProperty)}` : ''
-      const extra = v.keyword === 'additionalProperties'
-        ? `/${String((v.params as { additionalProperty?: string }).additionalProperty)}`
-        : ''
-      const message = v.keyword === 'additionalProperties' ? 'is not an allowed property' : (v.message ?? 'is invalid')
-      return { path: base + missing + extra, message }
-    })
+    const errors = validationDetails(error.validation, `/${error.validationContext ?? 'body'}`)
     return badRequest('The request does not match the schema: see errors.', errors)
   }
   switch (error.code) {

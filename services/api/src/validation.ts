@@ -7,6 +7,7 @@
 import { Ajv, type Options } from 'ajv'
 import formats from 'ajv-formats'
 import type { FastifySchemaCompiler } from 'fastify'
+import { type ProblemDetail, validationDetails } from './errors.ts'
 
 const addFormats = formats as unknown as (ajv: Ajv) => Ajv
 
@@ -16,3 +17,9 @@ const coercing = addFormats(new Ajv({ ...common, coerceTypes: 'array' }))
 
 export const validatorCompiler: FastifySchemaCompiler<object> = ({ schema, httpPart }) =>
   (httpPart === 'body' ? strict : coercing).compile(schema)
+
+/** Validates a value built on the server from client input (a merged patch) as strictly as a body. */
+export function bodyErrors (schema: object, value: unknown): ProblemDetail[] {
+  const validate = strict.compile(schema)
+  return validate(value) ? [] : validationDetails(validate.errors ?? [], '/body')
+}

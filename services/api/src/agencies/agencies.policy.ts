@@ -14,6 +14,9 @@ export const mayCreateAgency = (caller: Caller) => isPlatformAdmin(caller)
 export const mayUpdateAgency = (caller: Caller, agencyId: string, changesStatus: boolean) =>
   isPlatformAdmin(caller) || (isAdminOf(caller, agencyId) && !changesStatus)
 
+/** Whether the caller's roles manage users in some agency; anyone else is refused outright (403). */
+export const managesUsers = (caller: Caller) => isPlatformAdmin(caller) || caller.roles.includes('agency_admin')
+
 export const mayManageUsersOf = (caller: Caller, agencyId: string) => isPlatformAdmin(caller) || isAdminOf(caller, agencyId)
 
 export const grantsPlatformRole = (roles: readonly Role[]) => roles.some((r) => platformRoles.includes(r))

@@ -19,7 +19,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { d
 
   app.get('/v1/agencies/:id/users', {
     schema: { tags, security, summary: 'An agency\'s users (platform_admin; agency_admin of it)', params: IdParams, querystring: UserListQuery, response: { 200: UserPage, ...errors } }
-  }, async (request) => await listAgencyUsers(db, callerOf(request), request.params.id, request.query))
+  }, async (request) => await listAgencyUsers(db, callerOf(request), auditContext(request), request.params.id, request.query))
 
   app.patch('/v1/users/:id', {
     schema: { tags, security, summary: 'Edit, suspend or reinstate a user (platform_admin; agency_admin of its agency)', params: IdParams, body: UserPatch, response: { 200: User, ...errors, 409: Problem } }

@@ -1,18 +1,12 @@
 import { type AuditContext, type Db, type UserCreate, type UserPatch, users, writeAuditEvent } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
-import { grantsPlatformRole, isPlatformAdmin, mayGrant, mayManageUsersOf } from '../agencies/agencies.policy.ts'
+import { grantsPlatformRole, isPlatformAdmin, managesUsers, mayGrant, mayManageUsersOf } from '../agencies/agencies.policy.ts'
 import { findAgency } from '../agencies/agencies.queries.ts'
 import { refuse } from '../audit.ts'
 import { hashPassword } from '../auth/passwords.ts'
-import { conflict, forbidden, notFound } from '../errors.ts'
+import { conflict, forbidden, isUniqueViolation, notFound } from '../errors.ts'
 import type { Caller } from '../plugins/auth.ts'
 import { countOtherActivePlatformAdmins, findUser, listUsers, toUser } from './users.queries.ts'
-
-/** A unique violation, whichever driver raised it (drizzle wraps the driver's error as `cause`). */
-const isUniqueViolation = (error: unknown): boolean => {
-  const codeOf = (e: unknown) => (e as { code?: unknown } | null)?.code
-  return codeOf(error) === '23505' || codeOf((error as { cause?: unknown } | null)?.cause) === '23505'
-}
 
 export async function createUser (db: Db, caller: Caller, context: AuditContext, agencyId: string, input: UserCreate) {
   if (await findAgency(db, agencyId) === undefined) throw notFound('agency')
@@ -38,19 +32,31 @@ export async function createUser (db: Db, caller: Caller, context: AuditContext,
   }
 }
 
-export async function listAgencyUsers (db: Db, caller: Caller, agencyId: string, query: { limit?: number, cursor?: string }) {
+/** Staff names and emails are personal data too: each listing is audited (`user.list`, an extension of the contract's action names). */
+export async function listAgencyUsers (db: Db, caller: Caller, context: AuditContext, agencyId: string, query: { limit?: number, cursor?: string }) {
   if (await findAgency(db, agencyId) === undefined) throw notFound('agency')
-  if (!mayManageUsersOf(caller, agencyId)) throw forbidden('You may only list your own agency\'s users.')
-  return await listUsers(db, agencyId, query)
+  const target = { type: 'agency' as const, id: agencyId }
+  if (!mayManageUsersOf(caller, agencyId)) {
+    throw await refuse(db, context, { action: 'user.list', target }, forbidden('You may only list your own agency\'s users.'))
+  }
+  return await db.transaction(async (tx) => {
+    const page = await listUsers(tx, agencyId, query)
+    await writeAuditEvent(tx, context, { action: 'user.list', outcome: 'success', target })
+    return page
+  })
 }
 
 /**
- * Renames, re-roles, suspends or reinstates a user. Users outside the caller's reach are 404, so
- * another agency's user ids can't be probed. Suspension needs no token revocation: every request
- * re-reads the user's status.
+ * Renames, re-roles, suspends or reinstates a user. A role that never manages users is 403 whatever
+ * the id, so nothing leaks; for an agency admin, users outside its agency are 404, so another
+ * agency's user ids can't be probed. Suspension needs no token revocation: every request re-reads
+ * the user's status.
  */
 export async function updateUser (db: Db, caller: Caller, context: AuditContext, id: string, patch: UserPatch) {
   const target = { type: 'user' as const, id }
+  if (!managesUsers(caller)) {
+    throw await refuse(db, context, { action: 'user.update', target }, forbidden('Your role does not manage users.'))
+  }
   const user = await findUser(db, id)
   if (user === undefined || !mayManageUsersOf(caller, user.agencyId)) {
     if (user !== undefined) await refuse(db, context, { action: 'user.update', target }, notFound('user'))

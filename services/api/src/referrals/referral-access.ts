@@ -1,0 +1,56 @@
+/**
+ * The one way into a referral for every referral route: the role check, the load, the caller's view,
+ * and the audit of a refusal. Work runs in one transaction with its own audit event; a refusal
+ * (403, or 404 for a referral the caller may not see) is recorded with outcome `denied` under the
+ * attempted action, in its own transaction, since the refused work has none.
+ */
+import { type AuditAction, type AuditContext, type Db, writeAuditEvent } from '@haven/schema'
+import { forbidden, HttpProblem, notFound } from '../errors.ts'
+import type { Caller } from '../plugins/auth.ts'
+import { type Access, accessOf, hasContentRole } from './referrals.policy.ts'
+import { loadReferral, type ReferralRow, type ShareRow } from './referrals.queries.ts'
+
+export interface ReferralAccess {
+  referral: ReferralRow
+  shares: ShareRow[]
+  access: Exclude<Access, { view: 'none' }>
+}
+
+export const noContentRole = () => forbidden('Your role does not see case content.')
+
+/** Refuses (403, audited) a caller whose roles never see case content. */
+export async function requireContentRole (db: Db, caller: Caller, context: AuditContext, action: AuditAction, referralId: string | null) {
+  if (hasContentRole(caller)) return
+  await writeAuditEvent(db, context, { action, outcome: 'denied', referralId, ...(referralId !== null ? { target: { type: 'referral', id: referralId } } : {}) })
+  throw noContentRole()
+}
+
+export async function withReferral<T> (
+  db: Db,
+  caller: Caller,
+  context: AuditContext,
+  options: { id: string, action: AuditAction, lock?: 'update' | 'share' },
+  work: (tx: Db, found: ReferralAccess) => Promise<T>
+): Promise<T> {
+  await requireContentRole(db, caller, context, options.action, options.id)
+  let exists = false
+  try {
+    return await db.transaction(async (tx) => {
+      const loaded = await loadReferral(tx, options.id, options.lock)
+      exists = loaded !== undefined
+      const access = loaded === undefined ? { view: 'none' as const } : accessOf(caller, loaded.referral, loaded.shares)
+      if (loaded === undefined || access.view === 'none') throw notFound('referral')
+      return await work(tx, { ...loaded, access })
+    })
+  } catch (error) {
+    if (error instanceof HttpProblem && (error.status === 403 || error.status === 404)) {
+      await writeAuditEvent(db, context, {
+        action: options.action,
+        outcome: 'denied',
+        referralId: exists ? options.id : null,
+        target: { type: 'referral', id: options.id }
+      })
+    }
+    throw error
+  }
+}

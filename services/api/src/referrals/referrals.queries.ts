@@ -1,0 +1,129 @@
+import {
+  type Db, type ReferralInput, type ReferralListQuery, referrals, rowsOf, type Share, type ShareStatus, shares
+} from '@haven/schema'
+import { eq, sql } from 'drizzle-orm'
+import { decodeCursor, defaultPageSize, encodeCursor } from '../pagination.ts'
+
+export type ReferralRow = typeof referrals.$inferSelect
+export type ShareRow = typeof shares.$inferSelect
+
+/** Splits a referral input into the stored field groups; an empty group is stored as null. */
+export function toGroups (input: ReferralInput) {
+  const { ageGroup, gender, languages, interpreterNeeded, givenName, familyName, aliases, dateOfBirth, nationality, contact } = input.subject
+  const { types, area, indicators, narrative, encounteredAt } = input.exploitation
+  const identity = { givenName, familyName, aliases, dateOfBirth, nationality }
+  const circumstances = { indicators, narrative, encounteredAt }
+  const present = <T extends object>(group: T): T | null => Object.values(group).some((v) => v !== undefined) ? JSON.parse(JSON.stringify(group)) as T : null
+  return {
+    ageGroup,
+    urgency: input.urgency,
+    needs: input.needs ?? [],
+    consentBasis: input.consent.basis,
+    consent: input.consent,
+    summary: JSON.parse(JSON.stringify({ subject: { ageGroup, gender, languages, interpreterNeeded }, exploitation: { types, area } })),
+    identity: present(identity),
+    contact: contact ?? null,
+    circumstances: present(circumstances)
+  }
+}
+
+/** The stored groups as a referral input again: what a PATCH merges into. */
+export function toInput (row: ReferralRow): ReferralInput {
+  return {
+    subject: { ...row.summary.subject, ...row.identity, ...(row.contact !== null ? { contact: row.contact } : {}) },
+    exploitation: { ...row.summary.exploitation, ...row.circumstances },
+    urgency: row.urgency,
+    ...(row.needs.length > 0 ? { needs: row.needs } : {}),
+    consent: row.consent
+  }
+}
+
+export const toShare = (row: ShareRow): Share => ({
+  id: row.id,
+  referralId: row.referralId,
+  agencyId: row.agencyId,
+  status: row.status,
+  scopes: row.scopes,
+  message: row.message,
+  respondBy: row.respondBy.toISOString(),
+  createdAt: row.createdAt.toISOString(),
+  decidedAt: row.decidedAt?.toISOString() ?? null,
+  decidedBy: row.decidedBy,
+  declineReason: row.declineReason,
+  outcome: row.outcome
+})
+
+/** A referral and all its shares: two statements, whatever the number of shares. */
+export async function loadReferral (db: Db, id: string, lock?: 'update' | 'share') {
+  const select = db.select().from(referrals).where(eq(referrals.id, id))
+  const [referral] = lock === undefined ? await select : await select.for(lock === 'update' ? 'update' : 'share')
+  if (referral === undefined) return undefined
+  const referralShares = await db.select().from(shares).where(eq(shares.referralId, id)).orderBy(shares.createdAt, shares.id)
+  return { referral, shares: referralShares }
+}
+
+interface ListRow {
+  id: string
+  reference: string
+  status: 'open' | 'closed'
+  urgency: ReferralRow['urgency']
+  needs: string
+  origin_agency_id: string
+  created_at: string
+  summary: ReferralRow['summary']
+  share_id: string | null
+  share_status: ShareStatus | null
+  share_respond_by: string | null
+}
+
+/** Postgres array literal `{a,b}` of enum values, as the raw driver returns it for some drivers. */
+const parseArray = (value: unknown): string[] => Array.isArray(value) ? value as string[] : String(value).replace(/^\{|\}$/g, '').split(',').filter((v) => v !== '')
+
+/**
+ * Summaries of the referrals an agency originated (outgoing) and of those shared with it that it
+ * may still see (incoming), newest first, keyset-paginated on (created_at, id). One statement: the
+ * agency's current share of each incoming referral comes from a lateral join.
+ */
+export async function listReferrals (db: Db, agencyId: string, query: ReferralListQuery) {
+  const limit = query.limit ?? defaultPageSize
+  const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
+  const outgoing = sql`r.origin_agency_id = ${agencyId}`
+  const incoming = sql`s.id is not null and r.origin_agency_id <> ${agencyId}`
+  const direction = query.direction === 'outgoing' ? outgoing : query.direction === 'incoming' ? incoming : sql`(${outgoing} or ${incoming})`
+  const rows = await rowsOf<ListRow>(db, sql`
+    select r.id, r.reference, r.status, r.urgency, r.needs, r.origin_agency_id,
+           to_char(r.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as created_at, r.summary,
+           s.id as share_id, s.status as share_status,
+           to_char(s.respond_by at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as share_respond_by
+    from referrals r
+    left join lateral (
+      select id, status, respond_by from shares
+      where referral_id = r.id and agency_id = ${agencyId} and status in ('pending', 'accepted', 'closed')
+      order by case status when 'accepted' then 0 when 'pending' then 1 else 2 end, created_at desc
+      limit 1
+    ) s on true
+    where ${direction}
+      ${query.status !== undefined ? sql`and r.status = ${query.status}` : sql``}
+      ${after !== undefined ? sql`and (r.created_at, r.id) < (${after[0]}::timestamptz, ${after[1]}::uuid)` : sql``}
+    order by r.created_at desc, r.id desc
+    limit ${limit + 1}`)
+  const page = rows.slice(0, limit)
+  const last = page[page.length - 1]
+  return {
+    items: page.map((row) => ({
+      id: row.id,
+      reference: row.reference,
+      status: row.status,
+      urgency: row.urgency,
+      needs: parseArray(row.needs) as ReferralRow['needs'],
+      originAgencyId: row.origin_agency_id,
+      createdAt: row.created_at,
+      subject: row.summary.subject,
+      exploitation: row.summary.exploitation,
+      ...(row.share_id !== null && row.share_status !== null && row.share_respond_by !== null
+        ? { share: { id: row.share_id, status: row.share_status, respondBy: row.share_respond_by } }
+        : {})
+    })),
+    nextCursor: rows.length > limit && last !== undefined ? encodeCursor([last.created_at, last.id]) : null
+  }
+}
