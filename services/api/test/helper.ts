@@ -34,9 +34,17 @@ export interface Harness {
   ip: string
 }
 
-export async function buildHarness (t: Test, overrides: Record<string, string> = {}, logStream?: DestinationStream): Promise<Harness> {
-  const config = testConfig(overrides)
-  const database = await openDatabase({ url: config.databaseUrl, max: 4 })
+export interface HarnessOptions {
+  /** Environment overrides for the app's configuration. */
+  env?: Record<string, string>
+  logStream?: DestinationStream
+  /** Sees every SQL statement the app sends (to count them). */
+  onQuery?: (statement: string) => void
+}
+
+export async function buildHarness (t: Test, { env = {}, logStream, onQuery }: HarnessOptions = {}): Promise<Harness> {
+  const config = testConfig(env)
+  const database = await openDatabase({ url: config.databaseUrl, max: 4, ...(onQuery !== undefined ? { onQuery } : {}) })
   const redis = connectRedis(config.redisUrl)
   const app = await buildApp({ config, database, redis, keys: loadSigningKeys(config), ...(logStream !== undefined ? { logStream } : {}) })
   t.teardown(async () => {
@@ -92,4 +100,40 @@ export async function signedIn (h: Harness, roles: Role[], agencyId?: string) {
     headers: { authorization: `Bearer ${tokens.accessToken}`, ...options.headers }
   })
   return { user, agencyId: agency, tokens, request }
+}
+
+/**
+ * Referral bodies with obviously fake people. Every identity, contact and circumstances value carries
+ * the word "Canary", so a test can search anything (lists, logs, audit rows) for leaks.
+ */
+export const referralBodies = {
+  /** An adult who consented to sharing with `sharingAllowedWith` ("any" by default). */
+  consent: (sharingAllowedWith: 'any' | string[] = 'any') => ({
+    subject: {
+      ageGroup: 'adult', gender: 'female', languages: ['ro'], interpreterNeeded: true,
+      givenName: 'Canary', familyName: 'Testperson', aliases: ['Canary Alias'], dateOfBirth: '1990-01-01', nationality: 'Canaryland',
+      contact: { phone: '+44 7700 900000 Canary', address: '1 Canary Street, Testtown', safeToContact: true, notes: 'Canary contact note' }
+    },
+    exploitation: {
+      types: ['labour'], area: 'Testtown',
+      indicators: ['restricted_movement', 'no_id_documents'], narrative: 'Canary narrative of what was seen.', encounteredAt: '2026-11-01T10:00:00.000Z'
+    },
+    urgency: 'high',
+    needs: ['accommodation', 'interpreter'],
+    consent: { basis: 'consent', recordedAt: '2026-11-01T11:00:00.000Z', method: 'verbal', sharingAllowedWith }
+  }),
+  /** A child: shared under safeguarding, no consent. */
+  child: () => ({
+    subject: { ageGroup: 'child', givenName: 'Canary', familyName: 'Youngperson' },
+    exploitation: { types: ['criminal'], area: 'Testtown', narrative: 'Canary county lines narrative.' },
+    urgency: 'immediate',
+    consent: { basis: 'child_safeguarding' }
+  }),
+  /** An adult who did not consent: anonymous. */
+  anonymous: () => ({
+    subject: { ageGroup: 'adult', gender: 'male' },
+    exploitation: { types: ['sexual'], area: 'Testtown', indicators: ['fearful_or_withdrawn'] },
+    urgency: 'standard',
+    consent: { basis: 'duty_to_notify' }
+  })
 }

@@ -35,7 +35,7 @@ t.test('liveness, readiness and docs', async (t) => {
 })
 
 t.test('readiness is 503 when Redis is down, and the API keeps serving', async (t) => {
-  const h = await buildHarness(t, { REDIS_URL: 'redis://127.0.0.1:1' })
+  const h = await buildHarness(t, { env: { REDIS_URL: 'redis://127.0.0.1:1' } })
   const ready = await h.app.inject({ method: 'GET', url: '/readyz' })
   t.equal(ready.statusCode, 503)
   t.same(ready.json(), { status: 'unavailable', database: 'up', redis: 'down' })
@@ -83,7 +83,7 @@ t.test('problem+json for what the client got wrong', async (t) => {
 })
 
 t.test('security headers and the CORS allow-list', async (t) => {
-  const h = await buildHarness(t, { HAVEN_CORS_ORIGINS: 'https://app.example.org' })
+  const h = await buildHarness(t, { env: { HAVEN_CORS_ORIGINS: 'https://app.example.org' } })
   const res = await h.app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://app.example.org' } })
   t.equal(res.headers['x-content-type-options'], 'nosniff')
   t.ok(res.headers['strict-transport-security'])
@@ -94,7 +94,7 @@ t.test('security headers and the CORS allow-list', async (t) => {
 
 t.test('rate limits: per user when signed in, per address otherwise', async (t) => {
   t.test('per address', async (t) => {
-    const h = await buildHarness(t, { HAVEN_RATE_LIMIT_IP_PER_MIN: '3' })
+    const h = await buildHarness(t, { env: { HAVEN_RATE_LIMIT_IP_PER_MIN: '3' } })
     const statuses: number[] = []
     for (let i = 0; i < 4; i++) {
       const res = await h.app.inject({ method: 'POST', url: '/v1/auth/refresh', payload: { refreshToken: 'nope' }, remoteAddress: h.ip })
@@ -104,7 +104,7 @@ t.test('rate limits: per user when signed in, per address otherwise', async (t) 
     t.same(statuses, [401, 401, 401, 429])
   })
   t.test('per user', async (t) => {
-    const h = await buildHarness(t, { HAVEN_RATE_LIMIT_USER_PER_MIN: '3' })
+    const h = await buildHarness(t, { env: { HAVEN_RATE_LIMIT_USER_PER_MIN: '3' } })
     const first = await signedIn(h, ['referrer'])
     const second = await signedIn(h, ['referrer'])
     const statuses: number[] = []
@@ -117,7 +117,7 @@ t.test('rate limits: per user when signed in, per address otherwise', async (t) 
 t.test('logs carry no secrets or personal data', async (t) => {
   let logged = ''
   const logStream = new Writable({ write (chunk: Buffer, _encoding, done) { logged += chunk.toString(); done() } })
-  const h = await buildHarness(t, { LOG_LEVEL: 'info' }, logStream)
+  const h = await buildHarness(t, { env: { LOG_LEVEL: 'info' }, logStream })
   const agency = await makeAgency(h)
   const user = await makeUser(h, agency.id, ['referrer'], { email: 'canary.logperson@example.org' })
   const signIn = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: h.ip })
