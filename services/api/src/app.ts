@@ -89,6 +89,11 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
     }
     request.purpose = purpose as Purpose
   })
+  // A POST or PATCH sent without a body is validated as `{}`: optional bodies need no special case,
+  // and a required field that is missing is reported by name.
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && (request.method === 'POST' || request.method === 'PATCH')) request.body = {}
+  })
 
   await registerAuth(app, database.db, deps.keys)
   await app.register(fastifyHelmet)

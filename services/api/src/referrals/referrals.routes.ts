@@ -44,9 +44,9 @@ export const referralRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app,
   })
 
   app.post('/v1/referrals/:id/close', {
-    schema: { tags, security, summary: 'Close a referral (origin agency); withdraws its open shares', params: ReferralParams, body: Type.Optional(ReferralClose), response: { 200: Referral, ...refusals, 409: Problem } }
+    schema: { tags, security, summary: 'Close a referral (origin agency); withdraws its open shares', params: ReferralParams, body: ReferralClose, response: { 200: Referral, ...refusals, 409: Problem } }
   }, async (request, reply) => {
-    const { referral, etag } = await closeReferral(db, callerOf(request), auditContext(request), request.params.id, request.body ?? {})
+    const { referral, etag } = await closeReferral(db, callerOf(request), auditContext(request), request.params.id, request.body)
     return await reply.header('etag', etag).send(referral)
   })
 

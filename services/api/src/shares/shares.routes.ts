@@ -20,7 +20,7 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { 
   })
 
   app.post('/v1/referrals/:id/shares/:shareId/accept', {
-    schema: { tags, security, summary: 'Accept a pending share (recipient caseworker)', params: ShareParams, body: Type.Optional(Type.Object({}, { additionalProperties: false })), response: { 200: Share, ...refusals } }
+    schema: { tags, security, summary: 'Accept a pending share (recipient caseworker)', params: ShareParams, body: Type.Object({}, { additionalProperties: false }), response: { 200: Share, ...refusals } }
   }, async (request) => await transitionShare(db, callerOf(request), auditContext(request), request.params.id, request.params.shareId, 'accept'))
 
   app.post('/v1/referrals/:id/shares/:shareId/decline', {
@@ -28,9 +28,9 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { 
   }, async (request) => await transitionShare(db, callerOf(request), auditContext(request), request.params.id, request.params.shareId, 'decline', { declineReason: request.body.reason }))
 
   app.post('/v1/referrals/:id/shares/:shareId/withdraw', {
-    schema: { tags, security, summary: 'Withdraw a pending or accepted share (origin agency)', params: ShareParams, body: Type.Optional(ShareWithdraw), response: { 200: Share, ...refusals } }
+    schema: { tags, security, summary: 'Withdraw a pending or accepted share (origin agency)', params: ShareParams, body: ShareWithdraw, response: { 200: Share, ...refusals } }
   }, async (request) => await transitionShare(db, callerOf(request), auditContext(request), request.params.id, request.params.shareId, 'withdraw',
-    request.body?.reason !== undefined ? { reason: request.body.reason } : {}))
+    request.body.reason !== undefined ? { reason: request.body.reason } : {}))
 
   app.post('/v1/referrals/:id/shares/:shareId/close', {
     schema: { tags, security, summary: 'Report the outcome and close an accepted share (recipient caseworker)', params: ShareParams, body: ShareClose, response: { 200: Share, ...refusals } }
