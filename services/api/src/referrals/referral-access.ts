@@ -10,10 +10,10 @@ import type { Caller } from '../plugins/auth.ts'
 import { type Access, accessOf, hasContentRole } from './referrals.policy.ts'
 import { loadReferral, type ReferralRow, type ShareRow } from './referrals.queries.ts'
 
-export interface ReferralAccess {
+export interface ReferralAccess<A extends Access = Exclude<Access, { view: 'none' }>> {
   referral: ReferralRow
   shares: ShareRow[]
-  access: Exclude<Access, { view: 'none' }>
+  access: A
 }
 
 export const noContentRole = () => forbidden('Your role does not see case content.')
@@ -26,10 +26,25 @@ export async function requireContentRole (db: Db, caller: Caller, context: Audit
 }
 
 export async function withReferral<T> (
+  db: Db, caller: Caller, context: AuditContext,
+  options: { id: string, action: AuditAction, lock?: 'update' | 'share' },
+  work: (tx: Db, found: ReferralAccess) => Promise<T>
+): Promise<T>
+/**
+ * With `seeOwnShares`, a recipient whose own shares have all ended (declined, withdrawn, expired)
+ * still reaches `work`, which must refuse anything but acting on its own agency's share: an agency
+ * answering a share it already answered learns nothing new from a 409.
+ */
+export async function withReferral<T> (
+  db: Db, caller: Caller, context: AuditContext,
+  options: { id: string, action: AuditAction, lock?: 'update' | 'share', seeOwnShares: true },
+  work: (tx: Db, found: ReferralAccess<Access>) => Promise<T>
+): Promise<T>
+export async function withReferral<T> (
   db: Db,
   caller: Caller,
   context: AuditContext,
-  options: { id: string, action: AuditAction, lock?: 'update' | 'share' },
+  options: { id: string, action: AuditAction, lock?: 'update' | 'share', seeOwnShares?: boolean },
   work: (tx: Db, found: ReferralAccess) => Promise<T>
 ): Promise<T> {
   await requireContentRole(db, caller, context, options.action, options.id)
@@ -39,8 +54,10 @@ export async function withReferral<T> (
       const loaded = await loadReferral(tx, options.id, options.lock)
       exists = loaded !== undefined
       const access = loaded === undefined ? { view: 'none' as const } : accessOf(caller, loaded.referral, loaded.shares)
-      if (loaded === undefined || access.view === 'none') throw notFound('referral')
-      return await work(tx, { ...loaded, access })
+      const ownShare = loaded?.shares.some((share) => share.agencyId === caller.agencyId) === true
+      if (loaded === undefined || (access.view === 'none' && !(options.seeOwnShares === true && ownShare))) throw notFound('referral')
+      // `none` only gets here with seeOwnShares, whose overload types `work` to expect it.
+      return await work(tx, { ...loaded, access } as ReferralAccess)
     })
   } catch (error) {
     if (error instanceof HttpProblem && (error.status === 403 || error.status === 404)) {

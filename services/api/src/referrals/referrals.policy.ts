@@ -45,7 +45,7 @@ export function accessOf (caller: Caller, referral: Pick<ReferralRow, 'originAge
 /** Edit, close, share and withdraw: the origin agency's referrers and caseworkers. */
 export const mayManage = (access: Access) => access.view === 'origin'
 
-/** The shares a caller may see: all of them at the origin, its own agency's elsewhere. */
+/** The shares a caller may see: all of them at the origin, its own agency's elsewhere (to act on, not to read the referral). */
 export const maySeeShare = (caller: Caller, access: Access, share: Pick<ShareRow, 'agencyId'>) =>
   access.view === 'origin' || share.agencyId === caller.agencyId
 

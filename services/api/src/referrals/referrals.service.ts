@@ -145,7 +145,7 @@ export async function closeReferral (db: Db, caller: Caller, context: AuditConte
     const [row] = await tx.update(referrals).set({ status: 'closed', closedAt: sql`now()`, closedOutcome: body.outcome ?? null, version: sql`${referrals.version} + 1`, updatedAt: sql`now()` })
       .where(eq(referrals.id, id)).returning()
     if (row === undefined) throw new Error('update returned no referral')
-    const withdrawn = await tx.update(shares).set({ status: 'withdrawn', decidedAt: sql`now()`, decidedBy: caller.userId, updatedAt: sql`now()` })
+    const withdrawn = await tx.update(shares).set({ status: 'withdrawn', updatedAt: sql`now()` })
       .where(and(eq(shares.referralId, id), inArray(shares.status, ['pending', 'accepted']))).returning()
     if (body.note !== undefined) await tx.insert(notes).values({ referralId: id, agencyId: caller.agencyId, authorId: caller.userId, body: body.note, visibility: 'agency' })
     await writeAuditEvents(tx, context, [

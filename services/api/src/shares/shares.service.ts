@@ -4,7 +4,7 @@
  * concurrent transitions exactly one changes the row and the other finds nothing to change: 409.
  */
 import {
-  agencies, type AuditContext, type Db, defaultResponseHours, notes, type ShareClose, type ShareCreate, shares,
+  agencies, type AuditContext, type Db, defaultResponseHours, notes, type Share, type ShareClose, type ShareCreate, shares,
   shareTransitions, type ShareTransitionName, writeAuditEvent, writeOutbox
 } from '@haven/schema'
 import { and, eq, gt, inArray, sql } from 'drizzle-orm'
@@ -55,11 +55,11 @@ export interface TransitionDetails { declineReason?: string, outcome?: ShareClos
  * withdraws. A pending share past its deadline can no longer be accepted or declined (the sweeper
  * will mark it expired).
  */
-export async function transitionShare (db: Db, caller: Caller, context: AuditContext, referralId: string, shareId: string, name: ShareTransitionName, details: TransitionDetails = {}) {
+export async function transitionShare (db: Db, caller: Caller, context: AuditContext, referralId: string, shareId: string, name: ShareTransitionName, details: TransitionDetails = {}): Promise<Share> {
   const transition = shareTransitions[name]
-  return await withReferral(db, caller, context, { id: referralId, action: transition.audit, lock: 'share' }, async (tx, { shares: all, access }) => {
+  return await withReferral<Share>(db, caller, context, { id: referralId, action: transition.audit, lock: 'share', seeOwnShares: true }, async (tx, { shares: all, access }) => {
     const share = all.find((s) => s.id === shareId)
-    if (share === undefined || !maySeeShare(caller, access, share)) throw notFound('share')
+    if (share === undefined || !maySeeShare(caller, access, share)) throw notFound(access.view === 'none' ? 'referral' : 'share')
     const allowed = name === 'withdraw' ? mayManage(access) : mayAnswer(caller, share)
     if (!allowed) {
       throw forbidden(name === 'withdraw' ? 'Only the origin agency withdraws a share.' : 'Only caseworkers of the receiving agency answer a share.')
