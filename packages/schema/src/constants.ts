@@ -43,7 +43,7 @@ export const auditOutcomes = ['success', 'denied', 'error'] as const
 export type AuditOutcome = (typeof auditOutcomes)[number]
 
 /** What an audit event's `target` may point at. */
-export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session'] as const
+export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session', 'notification', 'delivery'] as const
 export type AuditTargetType = (typeof auditTargetTypes)[number]
 
 // --- referrals --------------------------------------------------------------------------------
@@ -95,3 +95,11 @@ export const outboxTypes = [
   'share.reminder', 'referral.closed'
 ] as const
 export type OutboxType = (typeof outboxTypes)[number]
+
+// --- notifications ----------------------------------------------------------------------------
+
+export const webhookStatuses = ['active', 'disabled'] as const
+export type WebhookStatus = (typeof webhookStatuses)[number]
+
+export const deliveryStatuses = ['pending', 'delivered', 'failed'] as const
+export type DeliveryStatus = (typeof deliveryStatuses)[number]

@@ -4,9 +4,9 @@ import {
 } from 'drizzle-orm/pg-core'
 import {
   agencyKinds, agencyServices, agencyStatuses, ageGroups, auditActions, auditOutcomes, auditTargetTypes, consentBases,
-  noteVisibilities, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies, userStatuses
+  deliveryStatuses, noteVisibilities, outboxTypes, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies,
+  userStatuses, webhookStatuses
 } from './constants.ts'
-import type { OutboxType } from './constants.ts'
 import type { ReferralCircumstances, ReferralConsent, ReferralContact, ReferralIdentity, ReferralSummary } from './api.ts'
 
 export const agencyKind = pgEnum('agency_kind', agencyKinds)
@@ -26,6 +26,9 @@ export const shareStatus = pgEnum('share_status', shareStatuses)
 export const shareScope = pgEnum('share_scope', shareScopes)
 export const shareOutcome = pgEnum('share_outcome', shareOutcomes)
 export const noteVisibility = pgEnum('note_visibility', noteVisibilities)
+export const eventType = pgEnum('event_type', outboxTypes)
+export const webhookStatus = pgEnum('webhook_status', webhookStatuses)
+export const deliveryStatus = pgEnum('delivery_status', deliveryStatuses)
 
 /** `xid8`: the id of the transaction that wrote a row; the audit sealer's commit-order horizon. */
 const xid8 = customType<{ data: string, driverData: string }>({ dataType: () => 'xid8' })
@@ -112,6 +115,8 @@ export const auditEvents = pgTable('audit_events', {
   ip: text('ip')
 }, (t) => [
   uniqueIndex('audit_events_seq_idx').on(t.seq),
+  // The sealer walks events in (xid, seq) order below its horizon.
+  index('audit_events_xid_idx').on(t.xid, t.seq),
   index('audit_events_referral_idx').on(t.referralId, t.seq),
   // Sign-in throttling counts recent failures per account and per address from the trail itself.
   index('audit_events_login_failed_target_idx').on(t.targetId, t.occurredAt).where(sql`action = 'auth.login_failed'`),
@@ -125,7 +130,7 @@ export const auditEvents = pgTable('audit_events', {
 export const outbox = pgTable('outbox', {
   id: uuid('id').primaryKey().defaultRandom(),
   seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity().notNull(),
-  type: text('type').$type<OutboxType>().notNull(),
+  type: eventType('type').notNull(),
   payload: jsonb('payload').$type<{ referralId: string, shareId: string | null, agencyId: string }>().notNull(),
   createdAt: createdAt(),
   relayedAt: timestamp('relayed_at', { withTimezone: true, mode: 'date' })
@@ -222,4 +227,100 @@ export const idempotencyKeys = pgTable('idempotency_keys', {
   createdAt: createdAt()
 }, (t) => [
   primaryKey({ columns: [t.userId, t.key] })
+])
+
+/**
+ * The audit chain, append-only and apart from the events it seals: `position` is the order of the
+ * chain (the seal order, commit order in practice), `eventHash` the SHA-256 of the event's canonical
+ * bytes, `chainHash` = SHA-256(previous chainHash ‖ eventHash). `horizon` is the snapshot xmin the
+ * sealer worked below (no transaction that could still add an older event was in flight).
+ */
+export const auditSeals = pgTable('audit_seals', {
+  position: bigint('position', { mode: 'number' }).primaryKey(),
+  eventId: uuid('event_id').notNull(),
+  eventHash: text('event_hash').notNull(),
+  chainHash: text('chain_hash').notNull(),
+  horizon: xid8('horizon').notNull(),
+  sealedAt: timestamp('sealed_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow()
+}, (t) => [
+  uniqueIndex('audit_seals_event_idx').on(t.eventId)
+])
+
+/** Signed checkpoints over the chain: Ed25519 over (size, head hash, time). Append-only. */
+export const auditCheckpoints = pgTable('audit_checkpoints', {
+  id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  headHash: text('head_hash').notNull(),
+  signedAt: timestamp('signed_at', { withTimezone: true, mode: 'date', precision: 3 }).notNull(),
+  signature: text('signature').notNull(),
+  publicKey: text('public_key').notNull()
+})
+
+/**
+ * In-app notifications, one per user who must act. `sourceId` is what caused it (an outbox message,
+ * or a reminder's share), so a re-run of the fan-out creates nothing twice. References and ids only.
+ */
+export const notifications = pgTable('notifications', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id),
+  sourceId: uuid('source_id').notNull(),
+  type: eventType('type').notNull(),
+  referralId: uuid('referral_id').notNull(),
+  shareId: uuid('share_id'),
+  reference: text('reference').notNull(),
+  createdAt: createdAt(),
+  readAt: timestamp('read_at', { withTimezone: true, mode: 'date', precision: 3 })
+}, (t) => [
+  uniqueIndex('notifications_source_user_idx').on(t.sourceId, t.userId),
+  index('notifications_user_idx').on(t.userId, t.createdAt, t.id)
+])
+
+/** An agency's webhook endpoint. The secret signs deliveries (HMAC-SHA256), so it is kept, and shown once. */
+export const webhooks = pgTable('webhooks', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  agencyId: uuid('agency_id').notNull().references(() => agencies.id),
+  url: text('url').notNull(),
+  events: eventType('events').array().notNull(),
+  secret: text('secret').notNull(),
+  status: webhookStatus('status').notNull().default('active'),
+  consecutiveFailures: integer('consecutive_failures').notNull().default(0),
+  createdBy: uuid('created_by').notNull().references(() => users.id),
+  createdAt: createdAt(),
+  deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date', precision: 3 })
+}, (t) => [
+  index('webhooks_agency_idx').on(t.agencyId)
+])
+
+/**
+ * One event to one endpoint. `eventId` is the outbox message's id: the `Haven-Event-Id` the receiver
+ * dedupes on, the same on every retry.
+ */
+export const webhookDeliveries = pgTable('webhook_deliveries', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  webhookId: uuid('webhook_id').notNull().references(() => webhooks.id),
+  eventId: uuid('event_id').notNull(),
+  type: eventType('type').notNull(),
+  status: deliveryStatus('status').notNull().default('pending'),
+  attempts: integer('attempts').notNull().default(0),
+  lastStatusCode: integer('last_status_code'),
+  lastError: text('last_error'),
+  createdAt: createdAt(),
+  lastAttemptAt: timestamp('last_attempt_at', { withTimezone: true, mode: 'date', precision: 3 }),
+  deliveredAt: timestamp('delivered_at', { withTimezone: true, mode: 'date', precision: 3 })
+}, (t) => [
+  uniqueIndex('webhook_deliveries_event_idx').on(t.webhookId, t.eventId),
+  index('webhook_deliveries_webhook_idx').on(t.webhookId, t.createdAt, t.id)
+])
+
+/** Emails sent to an agency's inbox, one per (event, agency): a retried job sends nothing twice. */
+export const emailDeliveries = pgTable('email_deliveries', {
+  eventId: uuid('event_id').notNull(),
+  agencyId: uuid('agency_id').notNull().references(() => agencies.id),
+  status: deliveryStatus('status').notNull().default('pending'),
+  attempts: integer('attempts').notNull().default(0),
+  lastError: text('last_error'),
+  createdAt: createdAt(),
+  sentAt: timestamp('sent_at', { withTimezone: true, mode: 'date', precision: 3 })
+}, (t) => [
+  primaryKey({ columns: [t.eventId, t.agencyId] })
 ])

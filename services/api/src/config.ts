@@ -21,6 +21,12 @@ export interface ApiConfig {
   corsOrigins: string[]
   trustProxy: boolean
   logLevel: string
+  /** Allow http and private/loopback webhook targets (development and tests only). */
+  webhookAllowPrivate: boolean
+  /** Ed25519 public key (PEM) that checkpoints must verify against; outside production, derived from the data dir's audit key. */
+  auditPublicKeyPem: string | undefined
+  /** The append-only file sink of signed checkpoints, outside the database. */
+  checkpointFile: string
 }
 
 export class ConfigError extends Error {
@@ -87,7 +93,10 @@ export function loadConfig (env: Env = process.env): ApiConfig {
     rateLimitIpPerMin: integer('HAVEN_RATE_LIMIT_IP_PER_MIN', 120, 1, 1_000_000),
     corsOrigins: (text('HAVEN_CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter((o) => o !== ''),
     trustProxy: boolean('HAVEN_TRUST_PROXY'),
-    logLevel: text('LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info')
+    logLevel: text('LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
+    webhookAllowPrivate: boolean('HAVEN_WEBHOOK_ALLOW_PRIVATE'),
+    auditPublicKeyPem: text('HAVEN_AUDIT_PUBLIC_KEY'),
+    checkpointFile: text('HAVEN_CHECKPOINT_FILE') ?? `${text('HAVEN_DATA_DIR') ?? '.haven'}/audit-checkpoints.ndjson`
   }
   if (config.bootstrapAdminPassword !== undefined && config.bootstrapAdminPassword.length < 12) {
     problems.push('HAVEN_BOOTSTRAP_ADMIN_PASSWORD must be at least 12 characters')
@@ -103,6 +112,8 @@ export function loadConfig (env: Env = process.env): ApiConfig {
     if (config.databaseUrl === undefined) problems.push('DATABASE_URL is required when NODE_ENV=production')
     if (config.jwtPrivateKeyPem === undefined) problems.push('HAVEN_JWT_PRIVATE_KEY is required when NODE_ENV=production')
     if (text('HAVEN_PUBLIC_URL') === undefined) problems.push('HAVEN_PUBLIC_URL is required when NODE_ENV=production')
+    if (config.auditPublicKeyPem === undefined) problems.push('HAVEN_AUDIT_PUBLIC_KEY is required when NODE_ENV=production')
+    if (config.webhookAllowPrivate) problems.push('HAVEN_WEBHOOK_ALLOW_PRIVATE must not be true when NODE_ENV=production')
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return config

@@ -5,6 +5,22 @@ export interface WorkerConfig {
   redisUrl: string
   dataDir: string
   logLevel: string
+  /** SMTP server for email notifications; unset: the email channel is off (logged at start). */
+  smtpUrl: string | undefined
+  /** Sender address of notification emails. */
+  emailFrom: string
+  /** Base of links in notifications. */
+  publicUrl: string
+  /** Allow http and private/loopback webhook targets (development and tests only). */
+  webhookAllowPrivate: boolean
+  /** Ed25519 private key (PEM) that signs audit checkpoints; generated into `dataDir` outside production. */
+  auditSigningKeyPem: string | undefined
+  /** Append-only file sink of signed checkpoints, outside the database. */
+  checkpointFile: string
+  checkpointIntervalSeconds: number
+  checkpointEveryEvents: number
+  /** Port of the Prometheus /metrics endpoint (0: off). */
+  metricsPort: number
 }
 
 export class WorkerConfigError extends Error {}
@@ -28,12 +44,41 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     }
   }
   if (nodeEnv === 'production' && databaseUrl === undefined) problems.push('DATABASE_URL is required when NODE_ENV=production')
+  const integer = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = text(name)
+    if (raw === undefined) return fallback
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) problems.push(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`)
+    return Number(raw)
+  }
+  const smtpUrl = text('SMTP_URL')
+  if (smtpUrl !== undefined && !/^smtps?:\/\//.test(smtpUrl)) problems.push('SMTP_URL must be an smtp:// or smtps:// URL')
+  const allowPrivate = text('HAVEN_WEBHOOK_ALLOW_PRIVATE')
+  if (allowPrivate !== undefined && allowPrivate !== 'true' && allowPrivate !== 'false') problems.push('HAVEN_WEBHOOK_ALLOW_PRIVATE must be "true" or "false"')
+  const auditSigningKeyPem = text('HAVEN_AUDIT_SIGNING_KEY')
+  if (nodeEnv === 'production') {
+    if (auditSigningKeyPem === undefined) problems.push('HAVEN_AUDIT_SIGNING_KEY is required when NODE_ENV=production')
+    if (text('HAVEN_PUBLIC_URL') === undefined) problems.push('HAVEN_PUBLIC_URL is required when NODE_ENV=production')
+    if (allowPrivate === 'true') problems.push('HAVEN_WEBHOOK_ALLOW_PRIVATE must not be true when NODE_ENV=production')
+  }
+  const dataDir = text('HAVEN_DATA_DIR') ?? '.haven'
+  const settings = {
+    smtpUrl,
+    emailFrom: text('HAVEN_EMAIL_FROM') ?? 'Haven <no-reply@haven.invalid>',
+    publicUrl: text('HAVEN_PUBLIC_URL') ?? `http://127.0.0.1:${text('PORT') ?? '3000'}`,
+    webhookAllowPrivate: allowPrivate === 'true',
+    auditSigningKeyPem,
+    checkpointFile: text('HAVEN_CHECKPOINT_FILE') ?? `${dataDir}/audit-checkpoints.ndjson`,
+    checkpointIntervalSeconds: integer('HAVEN_CHECKPOINT_INTERVAL_SECONDS', 60, 1, 86_400),
+    checkpointEveryEvents: integer('HAVEN_CHECKPOINT_EVENTS', 10_000, 1, 10_000_000),
+    metricsPort: integer('HAVEN_METRICS_PORT', 9464, 0, 65_535)
+  }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   return {
     env: nodeEnv as WorkerConfig['env'],
     databaseUrl,
     redisUrl,
-    dataDir: text('HAVEN_DATA_DIR') ?? '.haven',
-    logLevel: text('LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info')
+    dataDir,
+    logLevel: text('LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
+    ...settings
   }
 }
