@@ -14,11 +14,13 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { Redis } from 'ioredis'
 import type { DestinationStream } from 'pino'
 import { agencyRoutes } from './agencies/agencies.routes.ts'
+import { auditRoutes } from './audit/audit.routes.ts'
 import { authRoutes } from './auth/auth.routes.ts'
 import type { ApiConfig } from './config.ts'
 import { badRequest, registerErrorHandling, tooManyRequests } from './errors.ts'
 import type { SigningKeys } from './keys.ts'
 import { noteRoutes } from './notes/notes.routes.ts'
+import { notificationRoutes } from './notifications/notifications.routes.ts'
 import { healthRoutes } from './ops/health.routes.ts'
 import { referralRoutes } from './referrals/referrals.routes.ts'
 import { shareRoutes } from './shares/shares.routes.ts'
@@ -26,6 +28,7 @@ import { logRedisAvailability } from './redis.ts'
 import { registerAuth } from './plugins/auth.ts'
 import { userRoutes } from './users/users.routes.ts'
 import { validatorCompiler } from './validation.ts'
+import { webhookRoutes } from './webhooks/webhooks.routes.ts'
 
 export interface AppDeps {
   config: ApiConfig
@@ -128,5 +131,8 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   await app.register(referralRoutes, { db: database.db })
   await app.register(shareRoutes, { db: database.db })
   await app.register(noteRoutes, { db: database.db })
+  await app.register(auditRoutes, { database, config })
+  await app.register(notificationRoutes, { db: database.db })
+  await app.register(webhookRoutes, { db: database.db, config })
   return app
 }
