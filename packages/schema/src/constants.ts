@@ -96,6 +96,10 @@ export const outboxTypes = [
 ] as const
 export type OutboxType = (typeof outboxTypes)[number]
 
+/** In-app notification types: the events, and a webhook that failed so often it was switched off. */
+export const notificationTypes = [...outboxTypes, 'webhook.disabled'] as const
+export type NotificationType = (typeof notificationTypes)[number]
+
 // --- notifications ----------------------------------------------------------------------------
 
 export const webhookStatuses = ['active', 'disabled'] as const

@@ -4,7 +4,7 @@ import {
 } from 'drizzle-orm/pg-core'
 import {
   agencyKinds, agencyServices, agencyStatuses, ageGroups, auditActions, auditOutcomes, auditTargetTypes, consentBases,
-  deliveryStatuses, noteVisibilities, outboxTypes, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies,
+  deliveryStatuses, notificationTypes, noteVisibilities, outboxTypes, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies,
   userStatuses, webhookStatuses
 } from './constants.ts'
 import type { ReferralCircumstances, ReferralConsent, ReferralContact, ReferralIdentity, ReferralSummary } from './api.ts'
@@ -27,6 +27,7 @@ export const shareScope = pgEnum('share_scope', shareScopes)
 export const shareOutcome = pgEnum('share_outcome', shareOutcomes)
 export const noteVisibility = pgEnum('note_visibility', noteVisibilities)
 export const eventType = pgEnum('event_type', outboxTypes)
+export const notificationType = pgEnum('notification_type', notificationTypes)
 export const webhookStatus = pgEnum('webhook_status', webhookStatuses)
 export const deliveryStatus = pgEnum('delivery_status', deliveryStatuses)
 
@@ -133,9 +134,12 @@ export const outbox = pgTable('outbox', {
   type: eventType('type').notNull(),
   payload: jsonb('payload').$type<{ referralId: string, shareId: string | null, agencyId: string }>().notNull(),
   createdAt: createdAt(),
-  relayedAt: timestamp('relayed_at', { withTimezone: true, mode: 'date' })
+  /** When the relay last handed the message to the queue (it hands it again if it is not processed in time). */
+  relayedAt: timestamp('relayed_at', { withTimezone: true, mode: 'date' }),
+  /** When the fan-out finished: the message's work is recorded in the database. */
+  processedAt: timestamp('processed_at', { withTimezone: true, mode: 'date' })
 }, (t) => [
-  index('outbox_unrelayed_idx').on(t.seq).where(sql`relayed_at is null`)
+  index('outbox_unprocessed_idx').on(t.seq).where(sql`processed_at is null`)
 ])
 
 /**
@@ -264,10 +268,10 @@ export const notifications = pgTable('notifications', {
   id: uuid('id').primaryKey().defaultRandom(),
   userId: uuid('user_id').notNull().references(() => users.id),
   sourceId: uuid('source_id').notNull(),
-  type: eventType('type').notNull(),
-  referralId: uuid('referral_id').notNull(),
+  type: notificationType('type').notNull(),
+  referralId: uuid('referral_id'),
   shareId: uuid('share_id'),
-  reference: text('reference').notNull(),
+  reference: text('reference'),
   createdAt: createdAt(),
   readAt: timestamp('read_at', { withTimezone: true, mode: 'date', precision: 3 })
 }, (t) => [
@@ -302,6 +306,8 @@ export const webhookDeliveries = pgTable('webhook_deliveries', {
   type: eventType('type').notNull(),
   status: deliveryStatus('status').notNull().default('pending'),
   attempts: integer('attempts').notNull().default(0),
+  /** Bumped by each manual retry, so the retry is a new queue job. */
+  generation: integer('generation').notNull().default(0),
   lastStatusCode: integer('last_status_code'),
   lastError: text('last_error'),
   createdAt: createdAt(),
