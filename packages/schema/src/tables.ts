@@ -119,6 +119,11 @@ export const auditEvents = pgTable('audit_events', {
   // The sealer walks events in (xid, seq) order below its horizon.
   index('audit_events_xid_idx').on(t.xid, t.seq),
   index('audit_events_referral_idx').on(t.referralId, t.seq),
+  // The auditors' filters and an agency auditor's scope (events by its users), newest first by seq.
+  index('audit_events_actor_agency_idx').on(t.actorAgencyId, t.seq),
+  index('audit_events_actor_user_idx').on(t.actorUserId, t.seq),
+  // from/to: occurred_at rises with insertion order, so a BRIN index is tiny and nearly free to keep.
+  index('audit_events_occurred_at_idx').using('brin', t.occurredAt),
   // Sign-in throttling counts recent failures per account and per address from the trail itself.
   index('audit_events_login_failed_target_idx').on(t.targetId, t.occurredAt).where(sql`action = 'auth.login_failed'`),
   index('audit_events_login_failed_ip_idx').on(t.ip, t.occurredAt).where(sql`action = 'auth.login_failed'`)
