@@ -6,7 +6,8 @@
 import { type Static, Type, type TSchema } from 'typebox'
 import {
   agencyKinds, agencyServices, agencyStatuses, ageGroups, consentBases, consentMethods, exploitationTypes, genders, indicators,
-  noteVisibilities, purposes, referralStatuses, roles, shareOutcomes, shareScopes, shareStatuses, urgencies, userStatuses
+  deliveryStatuses, notificationTypes, noteVisibilities, outboxTypes, purposes, referralStatuses, roles, shareOutcomes, shareScopes,
+  shareStatuses, urgencies, userStatuses, webhookStatuses
 } from './constants.ts'
 
 const strict = { additionalProperties: false } as const
@@ -412,3 +413,63 @@ export const TimelineEntry = Type.Object({
 export type TimelineEntry = Static<typeof TimelineEntry>
 /** The whole timeline in one page (`nextCursor` is always null): a referral's history is short. */
 export const Timeline = Page(TimelineEntry)
+
+// --- notifications and webhooks ---------------------------------------------------------------
+
+export const NotificationListQuery = Type.Object({
+  unread: Type.Optional(Type.Boolean()),
+  ...PageQuery
+}, strict)
+export type NotificationListQuery = Static<typeof NotificationListQuery>
+
+export const Notification = Type.Object({
+  id: Uuid,
+  type: StringEnum(notificationTypes),
+  referralId: Type.Union([Uuid, Type.Null()]),
+  shareId: Type.Union([Uuid, Type.Null()]),
+  reference: Type.Union([Type.String(), Type.Null()]),
+  createdAt: DateTime,
+  readAt: Type.Union([DateTime, Type.Null()])
+})
+export const NotificationPage = Page(Notification)
+
+export const WebhookCreate = Type.Object({
+  url: Type.String({ minLength: 1, maxLength: 2000 }),
+  events: Unique(StringEnum(outboxTypes), outboxTypes.length, 1)
+}, strict)
+export type WebhookCreate = Static<typeof WebhookCreate>
+
+export const Webhook = Type.Object({
+  id: Uuid,
+  url: Type.String(),
+  events: Type.Array(StringEnum(outboxTypes)),
+  status: StringEnum(webhookStatuses),
+  createdAt: DateTime
+})
+export type Webhook = Static<typeof Webhook>
+/** Only in the answer to registration: the signing secret is shown once. */
+export const WebhookWithSecret = Type.Object({ ...Webhook.properties, secret: Type.String() })
+export const WebhookPage = Page(Webhook)
+
+export const WebhookParams = Type.Object({ id: Uuid, webhookId: Uuid }, strict)
+export const DeliveryParams = Type.Object({ id: Uuid, webhookId: Uuid, deliveryId: Uuid }, strict)
+
+export const DeliveryListQuery = Type.Object({
+  status: Type.Optional(StringEnum(deliveryStatuses)),
+  ...PageQuery
+}, strict)
+export type DeliveryListQuery = Static<typeof DeliveryListQuery>
+
+export const Delivery = Type.Object({
+  id: Uuid,
+  eventId: Uuid,
+  type: StringEnum(outboxTypes),
+  status: StringEnum(deliveryStatuses),
+  attempts: Type.Integer(),
+  lastStatusCode: Type.Union([Type.Integer(), Type.Null()]),
+  lastError: Type.Union([Type.String(), Type.Null()]),
+  createdAt: DateTime,
+  lastAttemptAt: Type.Union([DateTime, Type.Null()]),
+  deliveredAt: Type.Union([DateTime, Type.Null()])
+})
+export const DeliveryPage = Page(Delivery)

@@ -22,6 +22,8 @@ export interface Database {
   rows: <T = Record<string, unknown>>(query: SQL) => Promise<T[]>
   /** Applies pending migrations; safe to call from several processes at once. */
   migrate: () => Promise<void>
+  /** Calls `onNotify` for each NOTIFY on `channel`; resolves to a function that stops listening. */
+  listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
   close: () => Promise<void>
 }
 
@@ -65,6 +67,10 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
           await session.end({ timeout: 5 })
         }
       },
+      listen: async (channel, onNotify) => {
+        const { unlisten } = await client.listen(channel, () => { onNotify() })
+        return async () => { await unlisten() }
+      },
       close: async () => { await client.end({ timeout: 5 }) }
     }
   }
@@ -78,6 +84,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     rows: async <T>(query: SQL) => await rowsOf<T>(db, query),
     // PGlite is one connection owned by this process: nobody else can migrate at the same time.
     migrate: async () => { await migratePglite(drizzlePglite(client), { migrationsFolder }) },
+    listen: async (channel, onNotify) => await client.listen(channel, () => { onNotify() }),
     close: async () => { await client.close() }
   }
 }

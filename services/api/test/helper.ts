@@ -6,7 +6,9 @@ import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
 import { agencies, type AgencyKind, type AgencyService, type Database, openDatabase, type Role, users } from '@haven/schema'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import type { DestinationStream } from 'pino'
+import postgres from 'postgres'
 import type { Test } from 'tap'
+
 import { buildApp } from '../src/app.ts'
 import { hashPassword } from '../src/auth/passwords.ts'
 import { type ApiConfig, loadConfig } from '../src/config.ts'
@@ -136,4 +138,37 @@ export const referralBodies = {
     urgency: 'standard',
     consent: { basis: 'duty_to_notify' }
   })
+}
+
+/**
+ * A throwaway, migrated database of its own on the test server, dropped when the test ends: for
+ * tests that run a worker (whose relay would otherwise pick up every other test's outbox rows) or
+ * that tamper with data.
+ */
+export async function freshDatabaseUrl (t: Test): Promise<string> {
+  const serverUrl = process.env.HAVEN_TEST_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const name = `haven_own_${Date.now()}_${randomBytes(3).toString('hex')}`
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database "${name}"`)
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  const database = await openDatabase({ url: url.toString(), max: 1 })
+  await database.migrate()
+  await database.close()
+  t.teardown(async () => {
+    await admin.unsafe(`drop database if exists "${name}" with (force)`)
+    await admin.end()
+  })
+  return url.toString()
+}
+
+/** Polls `check` until it returns something other than undefined or false, for at most `ms`. */
+export async function waitFor<T> (check: () => Promise<T | undefined | false>, ms = 15_000, what = 'the condition'): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
 }

@@ -21,6 +21,10 @@ export interface WorkerConfig {
   checkpointEveryEvents: number
   /** Port of the Prometheus /metrics endpoint (0: off). */
   metricsPort: number
+  /** Prefix of every queue key in Redis, so several Havens can share one Redis. */
+  queuePrefix: string
+  /** How long a job may run before another worker takes it over as stalled (a crashed worker's jobs). */
+  jobLockMs: number
 }
 
 export class WorkerConfigError extends Error {}
@@ -70,7 +74,9 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     checkpointFile: text('HAVEN_CHECKPOINT_FILE') ?? `${dataDir}/audit-checkpoints.ndjson`,
     checkpointIntervalSeconds: integer('HAVEN_CHECKPOINT_INTERVAL_SECONDS', 60, 1, 86_400),
     checkpointEveryEvents: integer('HAVEN_CHECKPOINT_EVENTS', 10_000, 1, 10_000_000),
-    metricsPort: integer('HAVEN_METRICS_PORT', 9464, 0, 65_535)
+    metricsPort: integer('HAVEN_METRICS_PORT', 9464, 0, 65_535),
+    queuePrefix: text('HAVEN_QUEUE_PREFIX') ?? 'haven',
+    jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000)
   }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   return {

@@ -1,42 +1,119 @@
 /**
- * The worker's process skeleton: its connections and an orderly shutdown. Job processors (outbox
- * relay, notifications, reminders, the audit sealer) plug in here as they are built.
+ * The worker: the outbox relay, the queue processors (fan-out with in-app notifications, email,
+ * webhooks), the reminder and expiry sweeper, and metrics. Shutdown order: stop taking work (relay,
+ * sweeper, queue workers — these finish their jobs in flight), then queues, Redis and the database.
  */
-import { type Database, openDatabase } from '@haven/schema'
+import { type Database, type JobName, type JobPayloads, openDatabase, queueOf } from '@haven/schema'
+import { type Job, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
+import { createTransport } from 'nodemailer'
 import { pino, type Logger } from 'pino'
 import type { WorkerConfig } from './config.ts'
+import { sendEmail } from './email.ts'
+import { fanOut } from './fanout.ts'
+import { startLoop } from './loop.ts'
+import { createMetrics, serveMetrics } from './metrics.ts'
+import { createQueues } from './queues.ts'
+import { startRelay } from './relay.ts'
+import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
+import { deliverWebhook } from './webhook.ts'
 
 export interface RunningWorker {
-  redis: Redis
   log: Logger
+  metricsPort: number | undefined
   close: () => Promise<void>
 }
+
+export interface WorkerOptions {
+  database?: Database
+  log?: Logger
+  sweepEveryMs?: number
+}
+
+const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1)
 
 /**
  * Starts the worker. With `database` given (root `pnpm start` shares its embedded database with the
  * API), the caller owns and closes it.
  */
-export async function startWorker (config: WorkerConfig, options: { database?: Database, log?: Logger } = {}): Promise<RunningWorker> {
+export async function startWorker (config: WorkerConfig, options: WorkerOptions = {}): Promise<RunningWorker> {
   const log = options.log ?? pino({ name: 'haven-worker', level: config.logLevel })
   const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir })
-  // BullMQ workers need maxRetriesPerRequest: null; the client reconnects forever while Redis is away.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (attempt) => Math.min(attempt * 500, 5000) })
+  // Producers fail fast while Redis is away (the work stays in the database); consumers wait for it.
+  const producer = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 500, 5000) })
+  const consumer = new Redis(config.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 500, 5000) })
   let redisDown = false
-  redis.on('error', (error: Error & { code?: string }) => {
+  producer.on('error', (error: Error & { code?: string }) => {
     if (!redisDown) log.warn({ code: error.code }, 'Redis is unreachable: notifications wait in the outbox until it is back')
     redisDown = true
   })
-  redis.on('ready', () => {
-    log.info(redisDown ? 'Redis is reachable again' : 'worker connected to Redis')
+  producer.on('ready', () => {
+    if (redisDown) log.info('Redis is reachable again')
     redisDown = false
   })
-  log.info({ database: database.kind }, 'worker started')
+  consumer.on('error', () => {})
+
+  const queues = createQueues(producer, config.queuePrefix)
+  const metrics = createMetrics({ database, queues })
+  const transport = config.smtpUrl !== undefined ? createTransport(config.smtpUrl) : undefined
+  if (transport === undefined) log.info('SMTP_URL is not set: the email channel is off')
+
+  const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job) => Promise<unknown>) =>
+    new Worker(queueOf[name].name, async (job: Job) => await handler(job.data as JobPayloads[N], job), {
+      connection: consumer,
+      concurrency: queueOf[name].concurrency,
+      prefix: config.queuePrefix,
+      lockDuration: config.jobLockMs,
+      stalledInterval: config.jobLockMs
+    })
+  const workers = [
+    consume('event.fanout', async ({ outboxId }) => await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxId)),
+    consume('email.send', async (payload, job) => {
+      if (transport === undefined) return
+      try {
+        if (await sendEmail({ db: database.db, transport, from: config.emailFrom, publicUrl: config.publicUrl }, payload, isFinalAttempt(job)) === 'sent') metrics.delivered('email')
+      } catch (error) {
+        metrics.failed('email')
+        throw error
+      }
+    }),
+    consume('webhook.deliver', async ({ deliveryId }, job) => {
+      try {
+        await deliverWebhook({ db: database.db, allowPrivate: config.webhookAllowPrivate, onDelivered: (ms) => { metrics.delivered('webhook', ms) } }, deliveryId, isFinalAttempt(job))
+      } catch (error) {
+        metrics.failed('webhook')
+        throw error
+      }
+    })
+  ]
+  for (const worker of workers) worker.on('error', () => {})
+
+  const relay = await startRelay({ database, queues, log })
+  const sweeper = startLoop({
+    idleMs: options.sweepEveryMs ?? 5000,
+    step: async () => {
+      await expireShares(database)
+      await remindShares(database)
+      await redispatchDeliveries(database, queues).catch(() => 0)
+      return false
+    },
+    onError: (error) => { log.warn({ err: error }, 'sweep failed; trying again') }
+  })
+  const metricsServer = config.metricsPort !== 0 ? await serveMetrics(metrics, config.metricsPort) : undefined
+  const address = metricsServer?.address()
+  log.info({ database: database.kind, metricsPort: typeof address === 'object' ? address?.port : undefined }, 'worker started')
+
   return {
-    redis,
     log,
+    metricsPort: typeof address === 'object' && address !== null ? address.port : undefined,
     close: async () => {
-      await redis.quit().catch(() => { redis.disconnect() })
+      await relay.stop()
+      await sweeper.stop()
+      await Promise.all(workers.map(async (worker) => { await worker.close() }))
+      await queues.close()
+      await new Promise<void>((resolve) => { if (metricsServer === undefined) resolve(); else metricsServer.close(() => { resolve() }) })
+      producer.disconnect()
+      consumer.disconnect()
       if (options.database === undefined) await database.close()
       log.info('worker stopped')
     }

@@ -1,0 +1,42 @@
+/**
+ * The worker's queues and jobs, in one typed map. Names are stored in Redis: never rename one without
+ * draining its queue first. Payloads carry ids only — a processor re-reads what it needs, and does
+ * nothing when the work is already done or the record is gone.
+ */
+
+export interface JobPayloads {
+  /** An outbox message, to its recipients on every channel (in-app rows are written here). */
+  'event.fanout': { outboxId: string }
+  /** One email about one event to one agency's shared inbox. */
+  'email.send': { eventId: string, agencyId: string }
+  /** One event to one webhook endpoint. */
+  'webhook.deliver': { deliveryId: string }
+}
+export type JobName = keyof JobPayloads
+
+export interface QueueSettings {
+  name: string
+  /** Attempts before a job is failed for good. */
+  attempts: number
+  /** First retry delay; doubled each attempt, with jitter (see the worker's backoff strategy). */
+  backoffMs: number
+  /** Jobs one worker process runs at once. */
+  concurrency: number
+}
+
+export const queueOf: Record<JobName, QueueSettings> = {
+  'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 8 },
+  'email.send': { name: 'haven-email', attempts: 8, backoffMs: 5_000, concurrency: 4 },
+  // About 1 s, 2 s, 4 s … 4 min: a failing endpoint is given up on after roughly 8 minutes.
+  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 16 }
+}
+
+/**
+ * Deterministic job ids: adding the same work twice (a relay re-run after a crash, a re-dispatch
+ * after Redis lost its data) adds nothing while the first job exists.
+ */
+export const jobIdOf = {
+  'event.fanout': (p: JobPayloads['event.fanout']) => `event-${p.outboxId}`,
+  'email.send': (p: JobPayloads['email.send']) => `email-${p.eventId}-${p.agencyId}`,
+  'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`
+}

@@ -1,0 +1,213 @@
+import { createHmac } from 'node:crypto'
+import { auditEvents, notifications, outbox, shares, webhookDeliveries, webhooks } from '@haven/schema'
+import { deliverWebhook, expireShares, remindShares } from '@haven/worker'
+import { and, eq, sql } from 'drizzle-orm'
+import t from 'tap'
+import { startReceiver, startSmtp, startTestWorker } from './channels.ts'
+import { buildHarness, freshDatabaseUrl, makeAgency, referralBodies, signedIn, waitFor } from './helper.ts'
+
+t.test('a share reaches the recipient in-app, by email and by signed webhook, and the answer comes back', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const smtp = await startSmtp(t)
+  const receiver = await startReceiver(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, SMTP_URL: smtp.url })
+
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const caseworker = await signedIn(h, ['caseworker'], ngo.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const registered = await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created', 'share.withdrawn'] } })
+  t.equal(registered.statusCode, 201)
+  const { secret } = registered.json()
+  t.match(secret, /^whsec_/)
+
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.consent() })).json()
+  const share = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
+
+  const inbox = await waitFor(async () => {
+    const res = await caseworker.request({ method: 'GET', url: '/v1/notifications?unread=true' })
+    return res.json().items.length > 0 ? res.json().items : undefined
+  }, 15_000, 'the in-app notification')
+  t.equal(inbox.length, 1)
+  t.same(Object.keys(inbox[0]).sort(), ['createdAt', 'id', 'readAt', 'reference', 'referralId', 'shareId', 'type'])
+  t.match(inbox[0], { type: 'share.created', referralId: referral.id, shareId: share.id, reference: referral.reference, readAt: null })
+  t.equal((await caseworker.request({ method: 'POST', url: `/v1/notifications/${inbox[0].id}/read` })).statusCode, 204)
+  t.same((await caseworker.request({ method: 'GET', url: '/v1/notifications?unread=true' })).json().items, [])
+  t.equal((await referrer.request({ method: 'POST', url: `/v1/notifications/${inbox[0].id}/read` })).statusCode, 404, 'someone else\'s notification')
+
+  const hook = await waitFor(async () => receiver.received[0], 15_000, 'the webhook')
+  const body = JSON.parse(hook.body)
+  t.same(body, {
+    id: hook.headers['haven-event-id'],
+    type: 'share.created',
+    occurredAt: body.occurredAt,
+    data: { referralId: referral.id, reference: referral.reference, shareId: share.id, agencyId: ngo.id, status: 'pending' }
+  })
+  const signature = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(String(hook.headers['haven-signature']))
+  t.ok(signature, 'Haven-Signature: t=…,v1=…')
+  const expected = createHmac('sha256', secret).update(`${signature?.[1]}.${hook.body}`).digest('hex')
+  t.equal(signature?.[2], expected, 'the HMAC verifies with the secret shown at registration')
+
+  const mail = await waitFor(async () => smtp.messages[0], 15_000, 'the email')
+  t.same(mail.to, [ngo.contactEmail])
+  t.match(mail.raw, referral.reference)
+  // Quoted-printable wraps long lines with soft breaks ("=" at the end of a line).
+  t.match(mail.raw.replace(/=\r\n/g, ''), `https://haven.example.org/referrals/${referral.id}`)
+
+  t.equal((await caseworker.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares/${share.id}/accept` })).statusCode, 200)
+  const answer = await waitFor(async () => {
+    const items = (await referrer.request({ method: 'GET', url: '/v1/notifications' })).json().items
+    return items.find((n: { type: string }) => n.type === 'share.accepted')
+  }, 15_000, 'the origin\'s notification')
+  t.equal(answer.shareId, share.id)
+  await waitFor(async () => smtp.messages.find((m) => m.to.includes(police.contactEmail)), 15_000, 'the email to the origin')
+  t.equal(receiver.received.length, 1, 'share.accepted is not among the webhook\'s events')
+
+  for (const text of [...smtp.messages.map((m) => m.raw), ...receiver.received.map((r) => r.body)]) {
+    t.notOk(text.includes('Canary'), 'no personal data on any channel')
+  }
+  const deliveries = await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks/${registered.json().id}/deliveries` })
+  t.equal(deliveries.statusCode, 200)
+  t.match(deliveries.json().items, [{ status: 'delivered', type: 'share.created', attempts: 1, lastStatusCode: 200 }])
+})
+
+t.test('expiry and reminders: the sweeper, through the state machine, exactly once', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl } })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  const late = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
+  const other = await makeAgency(h)
+  const halfway = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: other.id, respondWithinHours: 10 } })).json()
+  await h.database.db.update(shares).set({ respondBy: sql`now() - interval '1 minute'` }).where(eq(shares.id, late.id))
+  await h.database.db.update(shares).set({ createdAt: sql`now() - interval '6 hours'`, respondBy: sql`now() + interval '4 hours'` }).where(eq(shares.id, halfway.id))
+
+  const [expired, again] = await Promise.all([expireShares(h.database), expireShares(h.database)])
+  t.equal((expired ?? 0) + (again ?? 0), 1, 'two sweepers at once expire it once')
+  const [row] = await h.database.db.select().from(shares).where(eq(shares.id, late.id))
+  t.equal(row?.status, 'expired')
+  const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.targetId, late.id), eq(auditEvents.action, 'share.expire')))
+  t.equal(events.length, 1)
+  t.equal(events[0]?.recipientAgencyId, ngo.id)
+  t.equal((await remindShares(h.database)) + (await remindShares(h.database)), 1, 'one reminder, however often it sweeps')
+  const messages = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
+  t.same(messages.map((m) => m.type).filter((type) => type !== 'share.created').sort(), ['share.expired', 'share.reminder'])
+})
+
+t.test('webhook failures: retried, then failed and kept, retried by hand; an endpoint failing 5 times in a row is switched off', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  let healthy = false
+  const receiver = await startReceiver(t, () => healthy ? 200 : 500)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const webhook = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).json()
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  const share = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
+  const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'shareId' = ${share.id}`)
+  const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
+  const deliveryId = delivery?.id ?? ''
+  const deps = { db: h.database.db, allowPrivate: true }
+
+  await t.rejects(deliverWebhook(deps, deliveryId, false), /HTTP 500/)
+  let [row] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId))
+  t.match(row, { status: 'pending', attempts: 1, lastStatusCode: 500, lastError: 'HTTP 500' }, 'a failed attempt stays pending for the retry')
+  await t.rejects(deliverWebhook(deps, deliveryId, true), /HTTP 500/)
+  ;[row] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId))
+  t.equal(row?.status, 'failed', 'the last attempt fails it for good')
+
+  const failed = await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries?status=failed` })
+  t.same(failed.json().items.map((d: { id: string }) => d.id), [deliveryId])
+  healthy = true
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries/${deliveryId}/retry` })).statusCode, 202)
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries/${deliveryId}/retry` })).statusCode, 409, 'only a failed delivery is retried')
+  t.equal(await deliverWebhook(deps, deliveryId, false), 'delivered')
+  t.equal(await deliverWebhook(deps, deliveryId, false), 'skipped', 'delivered once, whatever runs it again')
+
+  healthy = false
+  for (let i = 0; i < 5; i++) {
+    const [event] = await h.database.db.insert(outbox).values({ type: 'share.created', payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }).returning()
+    const [extra] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: event?.id ?? '', type: 'share.created' }).returning()
+    await t.rejects(deliverWebhook(deps, extra?.id ?? '', true))
+  }
+  const [endpoint] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhook.id))
+  t.equal(endpoint?.status, 'disabled', 'switched off after 5 failed deliveries in a row')
+  const told = await admin.request({ method: 'GET', url: '/v1/notifications' })
+  t.match(told.json().items, [{ type: 'webhook.disabled', referralId: null, reference: null }], 'its agency admins are told')
+  t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'])
+})
+
+t.test('webhook registration: https and public targets only, own agency admins only', async (t) => {
+  const h = await buildHarness(t)
+  const ngo = await makeAgency(h)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const register = async (url: string, caller = admin) => await caller.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url, events: ['share.created'] } })
+  for (const url of ['http://receiver.example.org/hooks', 'https://127.0.0.1/hooks', 'https://10.1.2.3/x', 'https://169.254.169.254/latest', 'https://[::1]/x',
+    'https://[::ffff:10.0.0.1]/x', 'https://[fe80::1]/x', 'https://localhost/x', 'https://user:pw@receiver.example.org/x', 'not a url']) {
+    const res = await register(url)
+    t.equal(res.statusCode, 422, url)
+    t.same(res.json().errors.map((e: { path: string }) => e.path), ['/body/url'])
+  }
+  t.equal((await register('https://93.184.215.14/hooks')).statusCode, 201, 'a public address')
+  const list = await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })
+  t.equal(list.statusCode, 200)
+  t.equal(list.json().items.length, 1)
+  t.notOk('secret' in list.json().items[0], 'no secret in a list')
+  const caseworker = await signedIn(h, ['caseworker'], ngo.id)
+  t.equal((await register('https://93.184.215.14/hooks', caseworker)).statusCode, 403)
+  const otherAdmin = await signedIn(h, ['agency_admin'])
+  t.equal((await register('https://93.184.215.14/hooks', otherAdmin)).statusCode, 403)
+  t.equal((await otherAdmin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).statusCode, 403)
+  const id = list.json().items[0].id
+  t.equal((await otherAdmin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 403)
+  t.equal((await admin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 204)
+  t.equal((await admin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 404)
+  t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items, [])
+  const audited = await h.database.db.select().from(auditEvents).where(eq(auditEvents.targetId, id))
+  t.same(audited.map((e) => `${e.action} ${e.outcome}`).sort(), ['webhook.create success', 'webhook.delete denied', 'webhook.delete success'])
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: 'https://93.184.215.14/x', events: ['share.exploded'] } })).statusCode, 400)
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: 'https://93.184.215.14/x', events: [] } })).statusCode, 400)
+})
+
+t.test('a delivery re-checks the address it connects to', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const receiver = await startReceiver(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const webhook = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url.replace('127.0.0.1', 'localhost'), events: ['share.created'] } })).json()
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })
+  const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
+  const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false }, delivery?.id ?? '', false), /non-public/, 'a host that resolves to loopback is refused at delivery')
+  t.equal(receiver.received.length, 0, 'nothing was sent')
+  t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true }, delivery?.id ?? '', false), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
+})
+
+t.test('notifications list: own only, newest first, paginated, unread filter', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl } })
+  const caseworker = await signedIn(h, ['caseworker'])
+  const other = await signedIn(h, ['caseworker'])
+  for (let i = 0; i < 5; i++) {
+    await h.database.db.insert(notifications).values({ userId: caseworker.user.id, sourceId: crypto.randomUUID(), type: 'share.created', referralId: crypto.randomUUID(), reference: `HVN-2026-00000${i}` })
+  }
+  const first = await caseworker.request({ method: 'GET', url: '/v1/notifications?limit=3' })
+  t.equal(first.json().items.length, 3)
+  const second = await caseworker.request({ method: 'GET', url: `/v1/notifications?limit=3&cursor=${first.json().nextCursor}` })
+  t.equal(second.json().items.length, 2)
+  t.equal(second.json().nextCursor, null)
+  t.same((await other.request({ method: 'GET', url: '/v1/notifications' })).json().items, [])
+  t.equal((await caseworker.request({ method: 'GET', url: '/v1/notifications?unread=maybe' })).statusCode, 400)
+  t.equal((await h.app.inject({ method: 'GET', url: '/v1/notifications' })).statusCode, 401)
+  t.equal((await caseworker.request({ method: 'POST', url: '/v1/notifications/not-a-uuid/read' })).statusCode, 400)
+})

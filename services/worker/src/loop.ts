@@ -1,0 +1,36 @@
+/**
+ * A background loop that runs `step` again at once while it reports more work, otherwise after
+ * `idleMs` or as soon as `wake()` is called; after an error it waits `errorMs`. `stop()` resolves
+ * once the step in progress has finished.
+ */
+export function startLoop (options: { step: () => Promise<boolean>, idleMs: number, errorMs?: number, onError: (error: unknown) => void }) {
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+  let sleeping: (() => void) | undefined
+  const sleep = async (ms: number) => await new Promise<void>((resolve) => {
+    sleeping = resolve
+    timer = setTimeout(resolve, ms)
+  })
+  const running = (async () => {
+    while (!stopped) {
+      let more: boolean
+      try {
+        more = await options.step()
+      } catch (error) {
+        options.onError(error)
+        if (!stopped) await sleep(options.errorMs ?? options.idleMs * 5)
+        continue
+      }
+      if (!more && !stopped) await sleep(options.idleMs)
+    }
+  })()
+  return {
+    wake: () => { clearTimeout(timer); sleeping?.() },
+    stop: async () => {
+      stopped = true
+      clearTimeout(timer)
+      sleeping?.()
+      await running
+    }
+  }
+}

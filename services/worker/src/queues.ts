@@ -1,0 +1,58 @@
+import { type JobName, jobIdOf, type JobPayloads, queueOf } from '@haven/schema'
+import { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
+
+export type Queues = ReturnType<typeof createQueues>
+
+const jobOptions = (name: JobName) => ({
+  attempts: queueOf[name].attempts,
+  backoff: { type: 'exponential' as const, delay: queueOf[name].backoffMs, jitter: 0.5 },
+  // A finished job is forgotten: the database records the work, and a deterministic id only has to
+  // guard against doubles while the job is waiting, delayed or running.
+  removeOnComplete: true,
+  removeOnFail: { age: 7 * 24 * 3600 }
+})
+
+/**
+ * Producers for every queue, on a connection that fails fast while Redis is away (the callers keep
+ * the work in the database and hand it over again later), never waiting on an offline queue.
+ */
+export function createQueues (connection: Redis, prefix: string) {
+  const queues = new Map<string, Queue>()
+  const queueFor = (name: JobName) => {
+    const settings = queueOf[name]
+    let queue = queues.get(settings.name)
+    if (queue === undefined) {
+      queue = new Queue(settings.name, { connection, prefix })
+      queues.set(settings.name, queue)
+    }
+    return queue
+  }
+  return {
+    async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string }[]): Promise<void> {
+      if (jobs.length === 0) return
+      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), jobId: job.jobId } })))
+    },
+    async addFanout (outboxIds: string[]) {
+      await this.addBulk('event.fanout', outboxIds.map((outboxId) => ({ payload: { outboxId }, jobId: jobIdOf['event.fanout']({ outboxId }) })))
+    },
+    async addEmails (emails: JobPayloads['email.send'][]) {
+      await this.addBulk('email.send', emails.map((payload) => ({ payload, jobId: jobIdOf['email.send'](payload) })))
+    },
+    async addWebhooks (deliveries: { id: string, generation: number }[]) {
+      await this.addBulk('webhook.deliver', deliveries.map((d) => ({ payload: { deliveryId: d.id }, jobId: jobIdOf['webhook.deliver']({ deliveryId: d.id }, d.generation) })))
+    },
+    all: () => [...queues.values()],
+    async depths () {
+      const result: Record<string, number> = {}
+      for (const name of Object.keys(queueOf) as JobName[]) {
+        const counts = await queueFor(name).getJobCounts('waiting', 'active', 'delayed', 'prioritized')
+        result[queueOf[name].name] = Object.values(counts).reduce((a, b) => a + b, 0)
+      }
+      return result
+    },
+    async close () {
+      await Promise.all([...queues.values()].map(async (queue) => { await queue.close() }))
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The outbox relay: hands committed outbox messages to the fan-out queue. It claims a batch with
+ * FOR UPDATE SKIP LOCKED (several workers share the work without doing it twice), adds one job per
+ * message with the message id as job id (a re-run after a crash adds nothing new), and stamps
+ * `relayed_at` in the same transaction. A message not processed 30 s after it was relayed is handed
+ * over again — Redis may have lost it — and the job id again makes that harmless. It wakes on the
+ * outbox NOTIFY and polls every second besides.
+ */
+import { type Database, outbox, rowsOf } from '@haven/schema'
+import { inArray, sql } from 'drizzle-orm'
+import type { Logger } from 'pino'
+import { startLoop } from './loop.ts'
+import type { Queues } from './queues.ts'
+
+const batchSize = 200
+
+export async function relayOutbox (database: Database, queues: Queues): Promise<number> {
+  return await database.db.transaction(async (tx) => {
+    const rows = await rowsOf<{ id: string }>(tx, sql`
+      select id from outbox
+      where processed_at is null and (relayed_at is null or relayed_at < now() - interval '30 seconds')
+      order by seq limit ${batchSize}
+      for update skip locked`)
+    if (rows.length === 0) return 0
+    await queues.addFanout(rows.map((row) => row.id))
+    await tx.update(outbox).set({ relayedAt: sql`now()` }).where(inArray(outbox.id, rows.map((row) => row.id)))
+    return rows.length
+  })
+}
+
+export async function startRelay (deps: { database: Database, queues: Queues, log: Logger }) {
+  let failing = false
+  const loop = startLoop({
+    idleMs: 1000,
+    errorMs: 2000,
+    step: async () => {
+      const relayed = await relayOutbox(deps.database, deps.queues)
+      if (failing) deps.log.info('outbox relay is working again')
+      failing = false
+      return relayed === batchSize
+    },
+    onError: (error) => {
+      if (!failing) deps.log.warn({ err: error }, 'outbox relay cannot hand messages to Redis; they wait in the outbox')
+      failing = true
+    }
+  })
+  const unlisten = await deps.database.listen('haven_outbox', loop.wake).catch((error: unknown) => {
+    deps.log.warn({ err: error }, 'cannot LISTEN for outbox inserts; polling only')
+    return async () => {}
+  })
+  return {
+    stop: async () => {
+      await unlisten()
+      await loop.stop()
+    }
+  }
+}
