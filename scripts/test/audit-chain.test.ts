@@ -1,0 +1,316 @@
+/**
+ * The audit chain end to end, on databases of their own: the sealer (commit order, one at a time,
+ * checkpoints), verification through GET /v1/audit/verify and `pnpm audit:verify`, and the
+ * tamperings it must catch.
+ */
+import { spawn } from 'node:child_process'
+import { createPublicKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  canonicalEventBytes, type ChainEvent, chainHash, checkpointSignatureValid, eventHash, genesisHash, readFileCheckpoints, verifyAuditChain
+} from '@haven/schema'
+import t, { type Test } from 'tap'
+import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
+import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
+import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, silentLog, tempDir } from './audit-fixtures.ts'
+
+const root = new URL('../../', import.meta.url).pathname
+
+const event = (fields: Partial<ChainEvent> = {}): ChainEvent => ({
+  id: '00000000-0000-4000-8000-000000000001', seq: '1', xid: '700', occurredAt: '2026-11-28T10:00:00.123456Z',
+  actorUserId: null, actorAgencyId: null, actorRoles: ['auditor'], action: 'audit.query', outcome: 'success', referralId: null,
+  targetType: 'audit', targetId: null, recipientAgencyId: null, purpose: 'audit', requestId: 'r1', ip: '10.0.0.1', ...fields
+})
+
+t.test('canonical bytes: a fixed, length-prefixed layout, so no two events share bytes', async (t) => {
+  t.equal(canonicalEventBytes(event()).toString(), [
+    'haven-audit-event/1', '36:00000000-0000-4000-8000-000000000001', '1:1', '3:700', '27:2026-11-28T10:00:00.123456Z', '~', '~',
+    '1#7:auditor', '11:audit.query', '7:success', '~', '5:audit', '~', '~', '5:audit', '2:r1', '8:10.0.0.1', ''
+  ].join('\n'))
+  // Values that would run together in a naive encoding stay apart.
+  t.not(eventHash(event({ actorRoles: ['auditor', 'referrer'] })), eventHash(event({ actorRoles: ['auditor,referrer'] as string[] })))
+  t.not(eventHash(event({ requestId: '' })), eventHash(event({ requestId: null })))
+  t.not(eventHash(event({ requestId: 'a\n2:b' , ip: null })), eventHash(event({ requestId: 'a', ip: 'b' })))
+  t.equal(eventHash(event()), eventHash(event()), 'the same event always hashes the same')
+  t.match(chainHash(genesisHash, eventHash(event())), /^[0-9a-f]{64}$/)
+})
+
+/** A trail of `count` sealed events, checkpointed every 10, with an API on it and a platform auditor. */
+async function sealedTrail (t: Test, count = 35) {
+  const own = await ownDatabase(t)
+  const dir = tempDir(t)
+  const keys = auditKeys()
+  const config = sealerConfig(dir, keys)
+  const h = await buildHarness(t, { env: { DATABASE_URL: own.url, HAVEN_AUDIT_PUBLIC_KEY: keys.publicPem, HAVEN_CHECKPOINT_FILE: config.checkpointFile } })
+  const auditor = await signedIn(h, ['platform_auditor'])
+  await seedEvents(own.superuser, count)
+  const sealer = startSealer({ database: own.database, config, log: silentLog, batchSize: 10, idleMs: 10 })
+  await untilSealed(own)
+  await sealer.stop()
+  const verify = async () => {
+    const res = await auditor.request({ method: 'GET', url: '/v1/audit/verify' })
+    t.equal(res.statusCode, 200)
+    return res.json<{ ok: boolean, checked: number, sealedThrough: number, firstMismatch: { reason: string, position: number | null, eventId: string | null, detail: string } | null }>()
+  }
+  return { own, dir, keys, config, h, auditor, verify }
+}
+
+
+/**
+ * Waits until every committed event is sealed. Transaction ids are cluster-wide, so a transaction
+ * open in any database on the server (another test file) can hold the horizon back for a moment.
+ */
+async function untilSealed (own: OwnDatabase, seal?: () => Promise<unknown>) {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    if (seal !== undefined) await seal()
+    const [row] = await own.superuser`select (select count(*) from audit_events) - (select count(*) from audit_seals) as unsealed`
+    if (Number(row?.unsealed) === 0) return
+    if (Date.now() > deadline) throw new Error('events were left unsealed')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** Seals with `sealAuditBatch` until it has sealed something (or `expectNothing`), retrying while the horizon is held back. */
+async function sealSome (own: OwnDatabase, seal: () => Promise<{ sealed: number, checkpoint: { size: number } | null }>) {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const batch = await seal()
+    const [row] = await own.superuser`select (select count(*) from audit_events) - (select count(*) from audit_seals) as unsealed`
+    if (batch.sealed > 0 || Number(row?.unsealed) === 0 || Date.now() > deadline) return batch
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+t.test('a sealed trail verifies, through the API and against both checkpoint copies', async (t) => {
+  const { own, keys, config, verify } = await sealedTrail(t)
+  const result = await verify()
+  t.equal(result.ok, true)
+  t.equal(result.firstMismatch, null)
+  t.ok(result.sealedThrough >= 35)
+  t.equal(result.checked, result.sealedThrough)
+  const file = await readFileCheckpoints(config.checkpointFile)
+  t.ok(file.length >= 3, 'checkpoints were appended to the file sink')
+  const publicKey = createPublicKey(keys.publicPem)
+  t.ok(file.every((c) => checkpointSignatureValid(publicKey, c)), 'every file checkpoint is signed by the configured key')
+  const rows = await own.superuser`select size from audit_checkpoints order by id`
+  t.same(rows.map((r) => Number(r.size)), file.map((c) => c.size), 'the database and the file hold the same checkpoints')
+})
+
+t.test('the sealer never skips a transaction that commits late, and seals in commit order', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  const policy = { batchSize: 100, checkpointEveryEvents: 1000, checkpointIntervalSeconds: 3600 }
+  const late = own.superuser
+  const other = (await import('postgres')).default(own.url, { max: 1, onnotice: () => {} })
+  t.teardown(async () => { await other.end() })
+  let commitLate!: () => void
+  const lateCommitted = late.begin(async (tx) => {
+    await tx`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'late')`
+    await new Promise<void>((resolve) => { commitLate = resolve })
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await other`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'early-1')`
+  await other`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'early-2')`
+  const first = await sealAuditBatch(own.database.db, key, policy)
+  t.equal(first.sealed, 0, 'nothing is sealed past a transaction still in flight: its event would land before them')
+  commitLate()
+  await lateCommitted
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, policy))
+  const order = await own.superuser`select e.request_id from audit_seals s join audit_events e on e.id = s.event_id order by s.position`
+  t.same(order.map((r) => r.request_id), ['late', 'early-1', 'early-2'], 'the late event is sealed first: its transaction began first')
+  t.ok((await verifyAuditChain(own.database.db, { publicKey: createPublicKey(keys.publicPem) })).ok)
+})
+
+t.test('exactly one sealer at a time: the advisory lock, and two sealers racing build one chain', async (t) => {
+  const own = await ownDatabase(t)
+  const dir = tempDir(t)
+  const keys = auditKeys()
+  const config = sealerConfig(dir, keys, { checkpointEveryEvents: 50 })
+  const key = auditSigningKey(config).privateKey
+  const policy = { batchSize: 100, checkpointEveryEvents: 50, checkpointIntervalSeconds: 3600 }
+  await seedEvents(own.superuser, 10)
+  await own.superuser.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${sealerLockKey})`
+    const batch = await sealAuditBatch(own.database.db, key, policy)
+    t.same(batch, { sealed: 0, busy: true, checkpoint: null }, 'a second sealer steps aside while one holds the lock')
+  })
+  const { openDatabase } = await import('@haven/schema')
+  const second = await openDatabase({ url: own.url, max: 2 })
+  t.teardown(async () => { await second.close() })
+  const sealers = [
+    startSealer({ database: own.database, config, log: silentLog, batchSize: 7, idleMs: 5 }),
+    startSealer({ database: second, config, log: silentLog, batchSize: 7, idleMs: 5 })
+  ]
+  for (let i = 0; i < 20; i++) await seedEvents(own.superuser, 25)
+  await untilSealed(own)
+  await Promise.all(sealers.map(async (s) => { await s.stop() }))
+  const [counts] = await own.superuser`select count(*)::int as seals, max(position)::int as top, (select count(*)::int from audit_events) as events from audit_seals`
+  t.same(counts, { seals: 510, top: 510, events: 510 }, 'every event sealed once, positions without gaps')
+  const result = await verifyAuditChain(own.database.db, { publicKey: createPublicKey(keys.publicPem), checkpointFile: config.checkpointFile })
+  t.equal(result.ok, true, 'the chain two sealers built verifies')
+})
+
+t.test('checkpoints every M events or every N seconds, and only when the chain grew', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  const policy = { batchSize: 10, checkpointEveryEvents: 20, checkpointIntervalSeconds: 60 }
+  await seedEvents(own.superuser, 45)
+  const start = Date.now()
+  const at = (seconds: number) => () => new Date(start + seconds * 1000)
+  const sizes = []
+  const seal = async (seconds: number) => await sealSome(own, async () => await sealAuditBatch(own.database.db, key, policy, at(seconds)))
+  for (const seconds of [0, 1, 2, 3, 4]) sizes.push((await seal(seconds)).checkpoint?.size ?? null)
+  t.same(sizes, [10, null, 30, null, null], 'the first batch, then every 20 events')
+  t.equal((await seal(30)).checkpoint, null, 'not yet: 30 s since the last one')
+  t.equal((await seal(63)).checkpoint?.size, 45, 'a minute after the last one, the sealed tail gets its checkpoint')
+  t.equal((await seal(200)).checkpoint, null, 'nothing new sealed: no new checkpoint')
+})
+
+t.test('audit tables refuse UPDATE, DELETE and TRUNCATE, even to a superuser, while the triggers are on', async (t) => {
+  const { own } = await sealedTrail(t, 5)
+  for (const table of ['audit_events', 'audit_seals', 'audit_checkpoints']) {
+    const column = table === 'audit_events' ? 'ip' : table === 'audit_seals' ? 'event_hash' : 'head_hash'
+    await t.rejects(own.superuser.unsafe(`update ${table} set ${column} = 'x'`), { message: /append-only/ }, `${table}: update`)
+    await t.rejects(own.superuser.unsafe(`delete from ${table}`), { message: /append-only/ }, `${table}: delete`)
+    await t.rejects(own.superuser.unsafe(`truncate ${table}`), { message: /append-only/ }, `${table}: truncate`)
+  }
+})
+
+/** What a superuser can still do: switch the triggers off for a session. */
+const tamper = async (own: OwnDatabase, statements: (sql: OwnDatabase['superuser']) => Promise<unknown>) => {
+  await own.superuser.begin(async (tx) => {
+    await tx`set local session_replication_role = replica`
+    await statements(tx as unknown as OwnDatabase['superuser'])
+  })
+}
+
+const positionOf = async (own: OwnDatabase, position: number) =>
+  (await own.superuser`select event_id::text as id from audit_seals where position = ${position}`)[0]?.id as string
+
+t.test('tampering: an event edited in place is named', async (t) => {
+  const { own, verify } = await sealedTrail(t)
+  const victim = await positionOf(own, 17)
+  await tamper(own, async (sql) => { await sql`update audit_events set actor_user_id = gen_random_uuid() where id = ${victim}` })
+  const result = await verify()
+  t.equal(result.ok, false)
+  t.match(result.firstMismatch, { reason: 'event_altered', position: 17, eventId: victim })
+})
+
+t.test('tampering: an event deleted and everything after it re-chained is caught by the checkpoints', async (t) => {
+  const { own, dir, config, verify } = await sealedTrail(t)
+  const victim = await positionOf(own, 12)
+  // The attacker has the code but not the signing key, and writes no checkpoint of their own.
+  const attacker = auditSigningKey(sealerConfig(dir, auditKeys())).privateKey
+  await tamper(own, async (sql) => {
+    await sql`delete from audit_events where id = ${victim}`
+    await sql`delete from audit_seals where position >= 12`
+  })
+  const quiet = { batchSize: 100, checkpointEveryEvents: 1e9, checkpointIntervalSeconds: 1e9 }
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, attacker, quiet))
+  const result = await verify()
+  // Not an event or seal mismatch: the re-chained seals agree with the events; only the signatures can tell.
+  t.match(result.firstMismatch, { reason: 'checkpoint_mismatch', position: 20 }, 'the first signed checkpoint after the deletion no longer matches')
+  t.match(result.firstMismatch?.detail, /after 10 and up to 20/)
+
+  // The attacker also removes the database's checkpoints after the deletion: the file sink still has them.
+  await tamper(own, async (sql) => { await sql`delete from audit_checkpoints where size >= 12` })
+  const fileOnly = await verify()
+  t.equal(fileOnly.ok, false)
+  t.match(fileOnly.firstMismatch, { reason: /checkpoint_mismatch|checkpoint_beyond_chain/ })
+  t.match(fileOnly.firstMismatch?.detail, /file sink/)
+  t.ok(readFileSync(config.checkpointFile, 'utf8').includes(`"size":20`), 'the file sink was out of the attacker\'s reach')
+})
+
+t.test('tampering: an event inserted into the past is caught, however it is slipped in', async (t) => {
+  const { own, dir, verify } = await sealedTrail(t)
+  const attacker = auditSigningKey(sealerConfig(dir, auditKeys())).privateKey
+  const quiet = { batchSize: 100, checkpointEveryEvents: 1e9, checkpointIntervalSeconds: 1e9 }
+  const [early] = await own.superuser`select xid::text as xid, seq from audit_events e join audit_seals s on s.event_id = e.id where s.position = 5`
+  const [forged] = await own.superuser`
+    insert into audit_events (seq, xid, occurred_at, action, outcome, request_id)
+    overriding system value
+    values (1000000, ${String(BigInt(String(early?.xid)) - 1n)}::xid8, now() - interval '1 day', 'referral.read', 'success', 'forged')
+    returning id::text as id`
+  await sealAuditBatch(own.database.db, attacker, quiet)
+  t.equal((await own.superuser`select 1 from audit_seals where event_id = ${forged?.id ?? ''}`).length, 0, 'the sealer has passed its place: it stays unsealed')
+  const unsealed = await verify()
+  t.match(unsealed.firstMismatch, { reason: 'unsealed_event', eventId: forged?.id }, 'left unsealed: the sealer has passed its place')
+
+  // Appended to the end of the chain: the chain is consistent, but not in commit order.
+  const [head] = await own.superuser`select position, chain_hash from audit_seals order by position desc limit 1`
+  const [row] = await own.superuser`select ${own.superuser.unsafe(chainColumnsText)} from audit_events e where e.id = ${forged?.id ?? ''}`
+  const { toChainEvent } = await import('@haven/schema')
+  const hash = eventHash(toChainEvent(row as never))
+  await tamper(own, async (sql) => {
+    await sql`insert into audit_seals (position, event_id, event_hash, chain_hash, horizon)
+      values (${Number(head?.position) + 1}, ${forged?.id ?? ''}, ${hash}, ${chainHash(String(head?.chain_hash), hash)}, pg_snapshot_xmin(pg_current_snapshot()))`
+  })
+  const appended = await verify()
+  t.match(appended.firstMismatch, { reason: 'out_of_order', eventId: forged?.id }, 'sealed at the end: out of commit order')
+
+  // Spliced into its place and everything after re-chained: the checkpoints catch it.
+  await tamper(own, async (sql) => { await sql`delete from audit_seals` })
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, attacker, quiet))
+  const spliced = await verify()
+  t.match(spliced.firstMismatch, { reason: 'checkpoint_mismatch', position: 10 })
+})
+
+t.test('tampering: events cut from the end, and a forged checkpoint, are caught', async (t) => {
+  const { own, verify } = await sealedTrail(t)
+  await tamper(own, async (sql) => {
+    await sql`delete from audit_events where id in (select event_id from audit_seals where position > 28)`
+    await sql`delete from audit_seals where position > 28`
+  })
+  t.match((await verify()).firstMismatch, { reason: 'checkpoint_beyond_chain', position: 29 })
+
+  const { own: other, verify: verifyOther } = await sealedTrail(t)
+  await tamper(other, async (sql) => { await sql`update audit_checkpoints set head_hash = ${'ab'.repeat(32)} where size = 20` })
+  t.match((await verifyOther()).firstMismatch, { reason: 'checkpoint_signature', position: 20 }, 'a checkpoint changed without the key')
+})
+
+const chainColumnsText = `e.id::text as id, e.seq::text as seq, e.xid::text as xid,
+  to_char(e.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as occurred_at,
+  e.actor_user_id::text as actor_user_id, e.actor_agency_id::text as actor_agency_id,
+  array_to_json(e.actor_roles)::text as actor_roles, e.action::text as action, e.outcome::text as outcome,
+  e.referral_id::text as referral_id, e.target_type::text as target_type, e.target_id::text as target_id,
+  e.recipient_agency_id::text as recipient_agency_id, e.purpose::text as purpose, e.request_id as request_id, e.ip as ip`
+
+const runCli = async (env: Record<string, string>, args: string[] = []) => await new Promise<{ code: number | null, stdout: string, stderr: string }>((resolve) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts/audit-verify.ts'), ...args], {
+    cwd: root, env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', ...env }, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  child.on('close', (code) => { resolve({ code, stdout, stderr }) })
+})
+
+t.test('pnpm audit:verify: a summary, exit 0 when the chain matches and non-zero naming the first mismatch', async (t) => {
+  const { own, keys, config } = await sealedTrail(t)
+  const env = { DATABASE_URL: own.url, HAVEN_AUDIT_PUBLIC_KEY: keys.publicPem, HAVEN_CHECKPOINT_FILE: config.checkpointFile }
+  const good = await runCli(env)
+  t.equal(good.code, 0, good.stderr)
+  t.match(good.stdout, /audit chain: OK/)
+  t.match(good.stdout, /sealed through: +position \d+/)
+  const [recorded] = await own.superuser`select count(*)::int as n from audit_events where action = 'audit.verify' and request_id = 'cli:audit-verify'`
+  t.equal(recorded?.n, 1, 'the run is itself in the trail')
+
+  const victim = await positionOf(own, 3)
+  await tamper(own, async (sql) => { await sql`update audit_events set outcome = 'denied' where id = ${victim}` })
+  const bad = await runCli(env)
+  t.equal(bad.code, 1)
+  t.match(bad.stdout, /MISMATCH/)
+  t.match(bad.stdout, /event_altered/)
+  t.match(bad.stdout, victim)
+  const json = await runCli(env, ['--json'])
+  t.equal(json.code, 1)
+  t.match(JSON.parse(json.stdout), { ok: false, firstMismatch: { reason: 'event_altered', position: 3, eventId: victim } }, '--json: the same, for machines')
+  const wrongKey = await runCli({ ...env, HAVEN_AUDIT_PUBLIC_KEY: auditKeys().publicPem })
+  t.equal(wrongKey.code, 1, 'checkpoints signed by another key do not pass')
+  t.match(wrongKey.stdout, /checkpoint_signature/)
+})
