@@ -2,8 +2,9 @@
  * Real peers for the notification channels: an SMTP server (smtp-server) and a webhook receiver
  * (node:http), both on loopback, and a worker started in-process against a test database.
  */
+import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect, createServer as createNetServer } from 'node:net'
 import { loadWorkerConfig, startWorker } from '@haven/worker'
 import { SMTPServer } from 'smtp-server'
 import type { Test } from 'tap'
@@ -33,8 +34,11 @@ export async function startSmtp (t: Test) {
 
 export interface ReceivedHook { headers: IncomingMessage['headers'], body: string, at: number }
 
-/** A webhook receiver; `answer` decides each response: a status code, or 'hang' to never answer. */
-export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' = () => 200) {
+/**
+ * A webhook receiver; `answer` decides each response: a status code, `{ status, afterMs }` to answer
+ * late, or 'hang' to never answer.
+ */
+export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | { status: number, afterMs: number } = () => 200) {
   const received: ReceivedHook[] = []
   const hanging = new Set<() => void>()
   const server = createServer((request, response) => {
@@ -48,7 +52,8 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
         hanging.add(() => response.destroy())
         return
       }
-      response.writeHead(status).end()
+      if (typeof status === 'number') response.writeHead(status).end()
+      else setTimeout(() => { response.writeHead(status.status).end() }, status.afterMs)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -75,4 +80,61 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
   const worker = await startWorker(config, { sweepEveryMs: 200 })
   t.teardown(async () => { await worker.close() })
   return worker
+}
+
+export const freePort = async () => await new Promise<number>((resolve) => {
+  const server = createNetServer().listen(0, '127.0.0.1', () => {
+    const address = server.address()
+    server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
+  })
+})
+
+/**
+ * A redis-server of the test's own on a spare loopback port, which the test may stop and start
+ * again: the machine's shared Redis is never touched.
+ */
+export async function ownRedis (t: Test) {
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const start = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    const deadline = Date.now() + 10_000
+    for (;;) {
+      const up = await new Promise<boolean>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true) })
+        socket.on('error', () => { resolve(false) })
+      })
+      if (up) return
+      if (Date.now() > deadline) throw new Error('redis-server did not start')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  const stop = async () => {
+    const running = child
+    if (running === undefined || running.exitCode !== null) return
+    const exited = new Promise((resolve) => running.once('exit', resolve))
+    running.kill('SIGKILL')
+    await exited
+  }
+  await start()
+  t.teardown(stop)
+  return { url: `redis://127.0.0.1:${port}`, start, stop }
+}
+
+/** A worker as its own process (node main.ts), to be killed as a real process is. */
+export function spawnWorker (env: Record<string, string>) {
+  const root = new URL('../../../', import.meta.url).pathname
+  return spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'test',
+      HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true',
+      HAVEN_METRICS_PORT: '0',
+      HAVEN_PUBLIC_URL: 'https://haven.example.org',
+      LOG_LEVEL: 'warn',
+      ...env
+    },
+    stdio: ['ignore', 'ignore', 'inherit']
+  })
 }

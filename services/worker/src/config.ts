@@ -25,6 +25,8 @@ export interface WorkerConfig {
   queuePrefix: string
   /** How long a job may run before another worker takes it over as stalled (a crashed worker's jobs). */
   jobLockMs: number
+  /** Work still pending this long after it was handed to Redis is handed over again (Redis may have lost it). */
+  redispatchAfterSeconds: number
 }
 
 export class WorkerConfigError extends Error {}
@@ -76,7 +78,8 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     checkpointEveryEvents: integer('HAVEN_CHECKPOINT_EVENTS', 10_000, 1, 10_000_000),
     metricsPort: integer('HAVEN_METRICS_PORT', 9464, 0, 65_535),
     queuePrefix: text('HAVEN_QUEUE_PREFIX') ?? 'haven',
-    jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000)
+    jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000),
+    redispatchAfterSeconds: integer('HAVEN_REDISPATCH_AFTER_SECONDS', 30, 1, 3600)
   }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   return {

@@ -2,7 +2,7 @@
  * The outbox relay: hands committed outbox messages to the fan-out queue. It claims a batch with
  * FOR UPDATE SKIP LOCKED (several workers share the work without doing it twice), adds one job per
  * message with the message id as job id (a re-run after a crash adds nothing new), and stamps
- * `relayed_at` in the same transaction. A message not processed 30 s after it was relayed is handed
+ * `relayed_at` in the same transaction. A message not processed in time after it was relayed is handed
  * over again — Redis may have lost it — and the job id again makes that harmless. It wakes on the
  * outbox NOTIFY and polls every second besides.
  */
@@ -14,11 +14,11 @@ import type { Queues } from './queues.ts'
 
 const batchSize = 200
 
-export async function relayOutbox (database: Database, queues: Queues): Promise<number> {
+export async function relayOutbox (database: Database, queues: Queues, redispatchAfterSeconds = 30): Promise<number> {
   return await database.db.transaction(async (tx) => {
     const rows = await rowsOf<{ id: string }>(tx, sql`
       select id from outbox
-      where processed_at is null and (relayed_at is null or relayed_at < now() - interval '30 seconds')
+      where processed_at is null and (relayed_at is null or relayed_at < now() - make_interval(secs => ${redispatchAfterSeconds}))
       order by seq limit ${batchSize}
       for update skip locked`)
     if (rows.length === 0) return 0
@@ -28,13 +28,13 @@ export async function relayOutbox (database: Database, queues: Queues): Promise<
   })
 }
 
-export async function startRelay (deps: { database: Database, queues: Queues, log: Logger }) {
+export async function startRelay (deps: { database: Database, queues: Queues, log: Logger, redispatchAfterSeconds: number }) {
   let failing = false
   const loop = startLoop({
     idleMs: 1000,
     errorMs: 2000,
     step: async () => {
-      const relayed = await relayOutbox(deps.database, deps.queues)
+      const relayed = await relayOutbox(deps.database, deps.queues, deps.redispatchAfterSeconds)
       if (failing) deps.log.info('outbox relay is working again')
       failing = false
       return relayed === batchSize

@@ -88,13 +88,13 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   ]
   for (const worker of workers) worker.on('error', () => {})
 
-  const relay = await startRelay({ database, queues, log })
+  const relay = await startRelay({ database, queues, log, redispatchAfterSeconds: config.redispatchAfterSeconds })
   const sweeper = startLoop({
     idleMs: options.sweepEveryMs ?? 5000,
     step: async () => {
       await expireShares(database)
       await remindShares(database)
-      await redispatchDeliveries(database, queues).catch(() => 0)
+      await redispatchDeliveries(database, queues, config.redispatchAfterSeconds).catch(() => 0)
       return false
     },
     onError: (error) => { log.warn({ err: error }, 'sweep failed; trying again') }
