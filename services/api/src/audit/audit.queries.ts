@@ -49,7 +49,7 @@ export async function lastAuditSeq (db: Db): Promise<number> {
  * none held open between them, so an export of any size keeps memory flat and holds no transaction
  * (an open transaction would hold back the sealer's horizon).
  */
-export async function * streamAuditEvents (db: Db, scope: AuditScope, filters: AuditEventFilters, throughSeq: number, batchSize = 2000): AsyncGenerator<AuditEventRow[]> {
+export async function * streamAuditEvents (db: Db, scope: AuditScope, filters: AuditEventFilters, throughSeq: number, batchSize = 5000): AsyncGenerator<AuditEventRow[]> {
   let afterSeq = 0
   for (;;) {
     const where = [...conditions(scope, filters), sql`e.seq > ${afterSeq}`, sql`e.seq <= ${throughSeq}`]
