@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
@@ -148,6 +148,7 @@ async function main () {
     apiRequestsPerSecondWhileDelivering: Math.round(apiRate)
   }
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
+  mkdirSync(new URL('results/', import.meta.url), { recursive: true })
   writeFileSync(new URL(`results/notifications-${Date.now()}.json`, import.meta.url), JSON.stringify(results, null, 2))
 
   await app.close()

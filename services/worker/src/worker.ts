@@ -1,6 +1,6 @@
 /**
  * The worker: the outbox relay, the queue processors (fan-out with in-app notifications, email,
- * webhooks), the reminder and expiry sweeper, and metrics. Shutdown order: stop taking work (relay,
+ * webhooks), the reminder and expiry sweeper, the audit sealer, and metrics. Shutdown order: stop taking work (relay,
  * sweeper, queue workers — these finish their jobs in flight), then queues, Redis and the database.
  */
 import { type Database, type JobName, type JobPayloads, openDatabase, queueOf } from '@haven/schema'
@@ -15,6 +15,7 @@ import { startLoop } from './loop.ts'
 import { createMetrics, serveMetrics } from './metrics.ts'
 import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
+import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
 import { deliverWebhook } from './webhook.ts'
 
@@ -88,6 +89,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   ]
   for (const worker of workers) worker.on('error', () => {})
 
+  const sealer = startSealer({ database, config, log })
   const relay = await startRelay({ database, queues, log, redispatchAfterSeconds: config.redispatchAfterSeconds })
   const sweeper = startLoop({
     idleMs: options.sweepEveryMs ?? 5000,
@@ -109,6 +111,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     close: async () => {
       await relay.stop()
       await sweeper.stop()
+      await sealer.stop()
       await Promise.all(workers.map(async (worker) => { await worker.close() }))
       await queues.close()
       await new Promise<void>((resolve) => { if (metricsServer === undefined) resolve(); else metricsServer.close(() => { resolve() }) })
