@@ -17,7 +17,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
-import { agencies, openDatabase, users } from '@haven/schema'
+import { agencies, openDatabase, sql, users } from '@haven/schema'
 import { loadWorkerConfig, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
@@ -137,6 +137,10 @@ async function main () {
   await waitForDeliveries(N)
   const latencies = received.map((r) => r.at - r.occurredAt)
   await worker.close()
+  const enqueue = await database.rows<{ ms: number }>(sql`
+    select (extract(epoch from relayed_at - created_at) * 1000)::float8 as ms from outbox
+    where type = 'share.created' and created_at > (select max(created_at) from outbox) - make_interval(secs => ${(performance.now() - apiStarted) / 1000})`)
+  const enqueueMs = enqueue.map((row) => Number(row.ms))
 
   const results = {
     when: new Date().toISOString(),
@@ -144,6 +148,7 @@ async function main () {
     rawBullmqJobsPerSecond: Math.round(rawRate),
     deliveriesPerSecond: Math.round(deliveryRate),
     ratioToRawBullmq: Number((deliveryRate / rawRate).toFixed(2)),
+    commitToEnqueueMs: { p50: Math.round(percentile(enqueueMs, 0.5)), p99: Math.round(percentile(enqueueMs, 0.99)) },
     commitToWebhookMs: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: Math.max(...latencies) },
     apiRequestsPerSecondWhileDelivering: Math.round(apiRate)
   }

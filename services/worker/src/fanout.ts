@@ -4,7 +4,7 @@
  * deliveries are recorded as pending rows and handed to their queues. Everything is keyed by the
  * message id, so running this twice for one message changes nothing the second time.
  */
-import { type Database, type Db, emailDeliveries, outbox, type OutboxType, referrals, type Role, rowsOf } from '@haven/schema'
+import { type Database, type Db, outbox, type OutboxType, referrals, type Role, rowsOf } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import type { Queues } from './queues.ts'
 
@@ -27,42 +27,53 @@ export const routing: Record<OutboxType, { to: 'recipient' | 'origin', inApp: Ro
 
 export interface FanoutDeps { database: Database, queues: Queues, emailEnabled: boolean }
 
+/**
+ * Two statements whatever the number of recipients: one read, then one write that records every
+ * channel's work and marks the message processed (a single statement is atomic on its own).
+ */
 export async function fanOut (deps: FanoutDeps, outboxId: string): Promise<'done' | 'skipped'> {
   const db: Db = deps.database.db
-  const [message] = await db.select().from(outbox).where(eq(outbox.id, outboxId))
+  const [message] = await db.select({
+    type: outbox.type, payload: outbox.payload, processedAt: outbox.processedAt, reference: referrals.reference, originAgencyId: referrals.originAgencyId
+  }).from(outbox).leftJoin(referrals, sql`${referrals.id} = (${outbox.payload}->>'referralId')::uuid`).where(eq(outbox.id, outboxId))
   if (message === undefined || message.processedAt !== null) return 'skipped'
   const { referralId, shareId, agencyId } = message.payload
-  const [referral] = await db.select({ reference: referrals.reference, originAgencyId: referrals.originAgencyId }).from(referrals).where(eq(referrals.id, referralId))
   const route = routing[message.type]
-  const target = route.to === 'recipient' ? agencyId : referral?.originAgencyId
-  if (referral === undefined || target === undefined) {
+  const target = route.to === 'recipient' ? agencyId : message.originAgencyId
+  if (message.reference === null || target === null) {
     await db.update(outbox).set({ processedAt: sql`now()` }).where(eq(outbox.id, outboxId))
     return 'skipped'
   }
-  const pendingWebhooks = await db.transaction(async (tx) => {
-    if (route.inApp.length > 0) {
-      await tx.execute(sql`
-        insert into notifications (user_id, source_id, type, referral_id, share_id, reference)
-        select u.id, ${outboxId}, ${message.type}, ${referralId}, ${shareId}, ${referral.reference}
-        from users u join agencies a on a.id = u.agency_id
-        where u.agency_id = ${target} and u.status = 'active' and a.status = 'active'
-          and u.roles && ${sql.raw(`array[${route.inApp.map((r) => `'${r}'`).join(',')}]::role[]`)}
-        on conflict (source_id, user_id) do nothing`)
-    }
-    if (route.email && deps.emailEnabled) {
-      await tx.insert(emailDeliveries).values({ eventId: outboxId, agencyId: target }).onConflictDoNothing()
-    }
-    await tx.execute(sql`
+  const email = route.email && deps.emailEnabled
+  const roles = `{${route.inApp.join(',')}}`
+  const pendingWebhooks = await rowsOf<{ id: string, generation: number }>(db, sql`
+    with notified as (
+      insert into notifications (user_id, source_id, type, referral_id, share_id, reference)
+      select u.id, ${outboxId}, ${message.type}, ${referralId}, ${shareId}, ${message.reference}
+      from users u join agencies a on a.id = u.agency_id
+      where u.agency_id = ${target} and u.status = 'active' and a.status = 'active' and u.roles && ${roles}::role[]
+      on conflict (source_id, user_id) do nothing
+      returning 1
+    ), emailed as (
+      insert into email_deliveries (event_id, agency_id)
+      select ${outboxId}, ${target} where ${email}
+      on conflict do nothing
+      returning 1
+    ), hooked as (
       insert into webhook_deliveries (webhook_id, event_id, type)
       select w.id, ${outboxId}, ${message.type} from webhooks w
       where w.agency_id = ${target} and w.status = 'active' and w.deleted_at is null and ${message.type}::event_type = any(w.events)
-      on conflict (webhook_id, event_id) do nothing`)
-    await tx.update(outbox).set({ processedAt: sql`now()` }).where(eq(outbox.id, outboxId))
-    return await rowsOf<{ id: string, generation: number }>(tx, sql`
-      select id, generation from webhook_deliveries where event_id = ${outboxId} and status = 'pending'`)
-  })
-  // Handed over after commit; if Redis fails now, the sweeper hands the pending rows over later.
-  if (route.email && deps.emailEnabled) await deps.queues.addEmails([{ eventId: outboxId, agencyId: target }])
+      on conflict (webhook_id, event_id) do nothing
+      returning id, generation
+    ), processed as (
+      update outbox set processed_at = now() where id = ${outboxId} returning 1
+    )
+    -- Deliveries recorded by an earlier, interrupted run are handed over again too.
+    select id, generation from hooked
+    union all
+    select id, generation from webhook_deliveries where event_id = ${outboxId} and status = 'pending'`)
+  // Handed over after the write; if Redis fails now, the sweeper hands the pending rows over later.
+  if (email) await deps.queues.addEmails([{ eventId: outboxId, agencyId: target }])
   await deps.queues.addWebhooks(pendingWebhooks)
   return 'done'
 }

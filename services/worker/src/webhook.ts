@@ -9,9 +9,8 @@
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, publicOnlyLookup, webhookDeliveries, webhooks } from '@haven/schema'
+import { type Db, outbox, publicOnlyLookup, referrals, webhookDeliveries, webhooks } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
-import { loadEventFacts } from './facts.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
 import { webhookBody } from './messages.ts'
 
@@ -58,11 +57,24 @@ async function post (url: string, headers: Record<string, string>, body: string,
 export interface WebhookDeps { db: Db, allowPrivate: boolean, onDelivered?: (latencyMs: number) => void }
 
 export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean): Promise<'delivered' | 'skipped'> {
-  const [row] = await deps.db.select({ delivery: webhookDeliveries, webhook: webhooks })
-    .from(webhookDeliveries).innerJoin(webhooks, eq(webhooks.id, webhookDeliveries.webhookId)).where(eq(webhookDeliveries.id, deliveryId))
+  // One read: the delivery, its endpoint, and the facts of its event.
+  const [row] = await deps.db.select({
+    delivery: webhookDeliveries,
+    webhook: webhooks,
+    occurredAt: outbox.createdAt,
+    payload: outbox.payload,
+    reference: referrals.reference,
+    urgency: referrals.urgency
+  }).from(webhookDeliveries)
+    .innerJoin(webhooks, eq(webhooks.id, webhookDeliveries.webhookId))
+    .leftJoin(outbox, eq(outbox.id, webhookDeliveries.eventId))
+    .leftJoin(referrals, sql`${referrals.id} = (${outbox.payload}->>'referralId')::uuid`)
+    .where(eq(webhookDeliveries.id, deliveryId))
   if (row === undefined || row.delivery.status !== 'pending') return 'skipped'
   const { delivery, webhook } = row
-  const facts = await loadEventFacts(deps.db, delivery.eventId)
+  const facts = row.payload === null || row.occurredAt === null || row.reference === null || row.urgency === null
+    ? undefined
+    : { eventId: delivery.eventId, type: delivery.type, occurredAt: row.occurredAt, referralId: row.payload.referralId, reference: row.reference, urgency: row.urgency, shareId: row.payload.shareId, agencyId: row.payload.agencyId }
   if (webhook.status !== 'active' || webhook.deletedAt !== null || facts === undefined) {
     await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' }).where(eq(webhookDeliveries.id, deliveryId))
     return 'skipped'
@@ -70,11 +82,14 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   const body = JSON.stringify(webhookBody(facts))
   try {
     const status = await post(webhook.url, { 'haven-event-id': delivery.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
-    await deps.db.transaction(async (tx) => {
-      await tx.update(webhookDeliveries).set({ status: 'delivered', attempts: sql`${webhookDeliveries.attempts} + 1`, lastStatusCode: status, lastError: null, lastAttemptAt: sql`now()`, deliveredAt: sql`now()` })
-        .where(eq(webhookDeliveries.id, deliveryId))
-      await tx.update(webhooks).set({ consecutiveFailures: 0 }).where(eq(webhooks.id, webhook.id))
-    })
+    await deps.db.execute(sql`
+      with delivered as (
+        update webhook_deliveries set status = 'delivered', attempts = attempts + 1, last_status_code = ${status}, last_error = null,
+          last_attempt_at = now(), delivered_at = now()
+        where id = ${deliveryId}
+        returning webhook_id
+      )
+      update webhooks set consecutive_failures = 0 where id in (select webhook_id from delivered) and consecutive_failures <> 0`)
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())
     return 'delivered'
   } catch (error) {
