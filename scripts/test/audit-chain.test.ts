@@ -8,8 +8,10 @@ import { createPublicKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  canonicalEventBytes, type ChainEvent, chainHash, checkpointSignatureValid, eventHash, genesisHash, readFileCheckpoints, verifyAuditChain
+  auditActions, auditOutcomes, auditTargetTypes, canonicalEventBytes, type ChainEvent, chainEventColumns, type ChainEventRow, chainHash,
+  checkpointSignatureValid, eventHash, eventHashSql, genesisHash, purposes, readFileCheckpoints, roles, sql as schemaSql, toChainEvent, verifyAuditChain
 } from '@haven/schema'
+import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
 import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
@@ -34,6 +36,29 @@ t.test('canonical bytes: a fixed, length-prefixed layout, so no two events share
   t.not(eventHash(event({ requestId: 'a\n2:b' , ip: null })), eventHash(event({ requestId: 'a', ip: 'b' })))
   t.equal(eventHash(event()), eventHash(event()), 'the same event always hashes the same')
   t.match(chainHash(genesisHash, eventHash(event())), /^[0-9a-f]{64}$/)
+})
+
+t.test('PostgreSQL hashes exactly the canonical bytes TypeScript defines, for any event', async (t) => {
+  const own = await ownDatabase(t)
+  const text = fc.string({ unit: 'binary', maxLength: 40 }).map((v) => v.replaceAll('\u0000', ''))
+  const uuid = fc.option(fc.uuid(), { nil: null })
+  await fc.assert(fc.asyncProperty(
+    fc.record({
+      roles: fc.uniqueArray(fc.constantFrom(...roles), { maxLength: 4 }), requestId: fc.option(text, { nil: null }), ip: fc.option(text, { nil: null }),
+      actorUserId: uuid, referralId: uuid, targetId: uuid, action: fc.constantFrom(...auditActions), outcome: fc.constantFrom(...auditOutcomes),
+      targetType: fc.option(fc.constantFrom(...auditTargetTypes), { nil: null }), purpose: fc.constantFrom(...purposes)
+    }),
+    async (e) => {
+      const [row] = await own.database.rows<ChainEventRow & { sql_hash: string }>(schemaSql`
+        insert into audit_events as e (actor_user_id, actor_roles, action, outcome, referral_id, target_type, target_id, purpose, request_id, ip)
+        values (${e.actorUserId}::uuid, ${`{${e.roles.join(',')}}`}::role[], ${e.action}, ${e.outcome}, ${e.referralId}::uuid, ${e.targetType},
+                ${e.targetId}::uuid, ${e.purpose}, ${e.requestId}, ${e.ip})
+        returning ${chainEventColumns}, ${eventHashSql} as sql_hash`)
+      if (row === undefined) throw new Error('no row')
+      if (eventHash(toChainEvent(row)) !== row.sql_hash) throw new Error(`hashes differ for ${JSON.stringify(toChainEvent(row))}`)
+    }
+  ), { numRuns: 150 })
+  t.pass('150 arbitrary events hash the same in both')
 })
 
 /** A trail of `count` sealed events, checkpointed every 10, with an API on it and a platform auditor. */
@@ -243,7 +268,6 @@ t.test('tampering: an event inserted into the past is caught, however it is slip
   // Appended to the end of the chain: the chain is consistent, but not in commit order.
   const [head] = await own.superuser`select position, chain_hash from audit_seals order by position desc limit 1`
   const [row] = await own.superuser`select ${own.superuser.unsafe(chainColumnsText)} from audit_events e where e.id = ${forged?.id ?? ''}`
-  const { toChainEvent } = await import('@haven/schema')
   const hash = eventHash(toChainEvent(row as never))
   await tamper(own, async (sql) => {
     await sql`insert into audit_seals (position, event_id, event_hash, chain_hash, horizon)

@@ -17,8 +17,7 @@
 import { mkdir, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import {
-  type Checkpoint, checkpointLine, chainEventColumns, chainHash, type ChainEventRow, type Database, type Db, eventHash, genesisHash,
-  loadOrCreateEd25519Key, rowsOf, signCheckpoint, sql, toChainEvent
+  type Checkpoint, checkpointLine, chainHash, type Database, type Db, eventHashSql, genesisHash, loadOrCreateEd25519Key, rowsOf, signCheckpoint, sql
 } from '@haven/schema'
 import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -69,8 +68,8 @@ export async function sealAuditBatch (db: Db, signingKey: KeyObject, policy: Sea
     if (head !== undefined && (head.xid === null || head.seq === null)) {
       throw new SealerHaltedError(`the event sealed at position ${head.position} is missing from audit_events: sealing stops until the trail is investigated (run pnpm audit:verify)`)
     }
-    const rows = await rowsOf<ChainEventRow>(tx, sql`
-      select ${chainEventColumns} from audit_events e
+    const rows = await rowsOf<{ id: string, event_hash: string }>(tx, sql`
+      select e.id::text as id, ${eventHashSql} as event_hash from audit_events e
       where e.xid < ${horizon}::xid8
         ${head !== undefined ? sql`and (e.xid, e.seq) > (${head.xid}::xid8, ${head.seq}::bigint)` : sql``}
       order by e.xid, e.seq
@@ -79,10 +78,9 @@ export async function sealAuditBatch (db: Db, signingKey: KeyObject, policy: Sea
     let chain = head?.chain_hash ?? genesisHash
     if (rows.length > 0) {
       const seals = rows.map((row) => {
-        const hash = eventHash(toChainEvent(row))
-        chain = chainHash(chain, hash)
+        chain = chainHash(chain, row.event_hash)
         position++
-        return { position, event_id: row.id, event_hash: hash, chain_hash: chain }
+        return { position, event_id: row.id, event_hash: row.event_hash, chain_hash: chain }
       })
       // One parameter whatever the batch size: a JSON array unpacked by PostgreSQL.
       await tx.execute(sql`
