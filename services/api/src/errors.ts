@@ -37,11 +37,16 @@ export const tooManyRequests = (retryAfterSeconds: number, detail = 'Too many re
 export const serviceUnavailable = () => new HttpProblem(503, 'unavailable', 'Service unavailable',
   'A service Haven depends on is unavailable. Try again shortly.', undefined, { 'retry-after': '5' })
 
-/** Connection-level database failures: the client did nothing wrong and a retry may succeed. */
-function isDatabaseUnavailable (error: { code?: unknown }): boolean {
-  const code = typeof error.code === 'string' ? error.code : ''
-  return ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED',
-    'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '53300'].includes(code)
+/**
+ * Connection-level database failures (the driver's codes, PostgreSQL's admin-shutdown and
+ * too-many-connections states), also when drizzle wraps them as `cause`: the client did nothing
+ * wrong and a retry may succeed.
+ */
+function isDatabaseUnavailable (error: { code?: unknown, cause?: unknown }): boolean {
+  const codes = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED',
+    'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006']
+  const code = (e: unknown) => (e as { code?: unknown } | null)?.code
+  return codes.includes(String(code(error))) || codes.includes(String(code(error.cause)))
 }
 
 /** A unique violation, whichever driver raised it (drizzle wraps the driver's error as `cause`). */

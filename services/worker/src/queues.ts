@@ -24,6 +24,8 @@ export function createQueues (connection: Redis, prefix: string) {
     let queue = queues.get(settings.name)
     if (queue === undefined) {
       queue = new Queue(settings.name, { connection, prefix })
+      // Connection errors are reported once, by the worker's watch on the producer connection.
+      queue.on('error', () => {})
       queues.set(settings.name, queue)
     }
     return queue
