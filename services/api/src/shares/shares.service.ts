@@ -60,6 +60,9 @@ export async function transitionShare (db: Db, caller: Caller, context: AuditCon
   return await withReferral<Share>(db, caller, context, { id: referralId, action: transition.audit, lock: 'share', seeOwnShares: true }, async (tx, { shares: all, access }) => {
     const share = all.find((s) => s.id === shareId)
     if (share === undefined || !maySeeShare(caller, access, share)) throw notFound(access.view === 'none' ? 'referral' : 'share')
+    // An agency whose own share ended sees nothing (404), but its caseworkers answering that share
+    // are told by the state machine (409), as the loser of two concurrent answers is.
+    if (access.view === 'none' && (name === 'withdraw' || !mayAnswer(caller, share))) throw notFound('referral')
     const allowed = name === 'withdraw' ? mayManage(access) : mayAnswer(caller, share)
     if (!allowed) {
       throw forbidden(name === 'withdraw' ? 'Only the origin agency withdraws a share.' : 'Only caseworkers of the receiving agency answer a share.')
