@@ -55,7 +55,7 @@ async function pgbench (url: string, seconds: number, clients = 8): Promise<numb
     child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
     child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString() })
     child.on('error', reject)
-    child.on('close', (code) => { code === 0 ? resolve(out) : reject(new Error(`pgbench exited ${code}: ${out}`)) })
+    child.on('close', (code) => { if (code === 0) resolve(out); else reject(new Error(`pgbench exited ${code}: ${out}`)) })
   })
   rmSync(dir, { recursive: true, force: true })
   const tps = /tps = ([\d.]+)/.exec(output)
