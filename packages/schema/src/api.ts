@@ -191,18 +191,21 @@ export const ShareScopeSchema = StringEnum(shareScopes)
 export const ShareStatusSchema = StringEnum(shareStatuses)
 export const ShareOutcomeSchema = StringEnum(shareOutcomes)
 
+const summarySubjectFields = {
+  ageGroup: StringEnum(ageGroups),
+  gender: Type.Optional(StringEnum(genders)),
+  languages: Type.Optional(Unique(Language, 20)),
+  interpreterNeeded: Type.Optional(Type.Boolean())
+}
+const summaryExploitationFields = {
+  types: Unique(StringEnum(exploitationTypes), exploitationTypes.length, 1),
+  area: Text(200)
+}
+
 /** What each group holds, as stored and as returned. Groups a caller may not see are absent. */
 export const ReferralSummary = Type.Object({
-  subject: Type.Object({
-    ageGroup: StringEnum(ageGroups),
-    gender: Type.Optional(StringEnum(genders)),
-    languages: Type.Optional(Unique(Language, 20)),
-    interpreterNeeded: Type.Optional(Type.Boolean())
-  }, strict),
-  exploitation: Type.Object({
-    types: Unique(StringEnum(exploitationTypes), exploitationTypes.length, 1),
-    area: Text(200)
-  }, strict)
+  subject: Type.Object(summarySubjectFields, strict),
+  exploitation: Type.Object(summaryExploitationFields, strict)
 }, strict)
 export type ReferralSummary = Static<typeof ReferralSummary>
 
@@ -242,19 +245,8 @@ export type ReferralConsent = Static<typeof ReferralConsent>
 
 /** The body of POST /v1/referrals. */
 export const ReferralInput = Type.Object({
-  subject: Type.Object({
-    ageGroup: StringEnum(ageGroups),
-    gender: Type.Optional(StringEnum(genders)),
-    languages: Type.Optional(Unique(Language, 20)),
-    interpreterNeeded: Type.Optional(Type.Boolean()),
-    ...identityFields,
-    contact: Type.Optional(ReferralContact)
-  }, strict),
-  exploitation: Type.Object({
-    types: Unique(StringEnum(exploitationTypes), exploitationTypes.length, 1),
-    area: Text(200),
-    ...circumstancesFields
-  }, strict),
+  subject: Type.Object({ ...summarySubjectFields, ...identityFields, contact: Type.Optional(ReferralContact) }, strict),
+  exploitation: Type.Object({ ...summaryExploitationFields, ...circumstancesFields }, strict),
   urgency: UrgencySchema,
   needs: Type.Optional(Unique(AgencyServiceSchema, agencyServices.length)),
   consent: ReferralConsent
@@ -296,36 +288,24 @@ export type Share = Static<typeof Share>
  * summary (and, once accepted, its share's scopes) with its own share only: keys it may not see are
  * absent, never null.
  */
-export const Referral = Type.Object({
+/** The keys every view of a referral has, list items included. */
+const referralHead = {
   id: Uuid,
   reference: Type.String(),
   status: StringEnum(referralStatuses),
   urgency: UrgencySchema,
   needs: Type.Array(AgencyServiceSchema),
   originAgencyId: Uuid,
+  createdAt: DateTime
+}
+
+export const Referral = Type.Object({
+  ...referralHead,
   createdBy: Type.Optional(Uuid),
-  createdAt: DateTime,
   updatedAt: Type.Optional(DateTime),
   version: Type.Optional(Type.Integer()),
-  subject: Type.Object({
-    ageGroup: StringEnum(ageGroups),
-    gender: Type.Optional(StringEnum(genders)),
-    languages: Type.Optional(Type.Array(Type.String())),
-    interpreterNeeded: Type.Optional(Type.Boolean()),
-    givenName: Type.Optional(Type.String()),
-    familyName: Type.Optional(Type.String()),
-    aliases: Type.Optional(Type.Array(Type.String())),
-    dateOfBirth: Type.Optional(Type.String()),
-    nationality: Type.Optional(Type.String()),
-    contact: Type.Optional(ReferralContact)
-  }),
-  exploitation: Type.Object({
-    types: Type.Array(Type.String()),
-    area: Type.String(),
-    indicators: Type.Optional(Type.Array(Type.String())),
-    narrative: Type.Optional(Type.String()),
-    encounteredAt: Type.Optional(Type.String())
-  }),
+  subject: Type.Object({ ...summarySubjectFields, ...identityFields, contact: Type.Optional(ReferralContact) }),
+  exploitation: Type.Object({ ...summaryExploitationFields, ...circumstancesFields }),
   consent: Type.Optional(ReferralConsent),
   closedAt: Type.Optional(Type.Union([DateTime, Type.Null()])),
   closedOutcome: Type.Optional(Type.Union([ShareOutcomeSchema, Type.Null()])),
@@ -335,20 +315,9 @@ export type Referral = Static<typeof Referral>
 
 /** A list item: the summary only, never identity, contact or circumstances. */
 export const ReferralListItem = Type.Object({
-  id: Uuid,
-  reference: Type.String(),
-  status: StringEnum(referralStatuses),
-  urgency: UrgencySchema,
-  needs: Type.Array(AgencyServiceSchema),
-  originAgencyId: Uuid,
-  createdAt: DateTime,
-  subject: Type.Object({
-    ageGroup: StringEnum(ageGroups),
-    gender: Type.Optional(StringEnum(genders)),
-    languages: Type.Optional(Type.Array(Type.String())),
-    interpreterNeeded: Type.Optional(Type.Boolean())
-  }),
-  exploitation: Type.Object({ types: Type.Array(Type.String()), area: Type.String() }),
+  ...referralHead,
+  subject: Type.Object(summarySubjectFields),
+  exploitation: Type.Object(summaryExploitationFields),
   /** For incoming referrals: this agency's share. */
   share: Type.Optional(Type.Object({ id: Uuid, status: ShareStatusSchema, respondBy: DateTime }))
 })

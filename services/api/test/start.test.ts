@@ -1,28 +1,17 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDatabase, sql, users } from '@haven/schema'
-import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { bootstrapAdmin } from '../src/bootstrap.ts'
+import { freePort } from './channels.ts'
+import { freshDatabaseUrl } from './helper.ts'
 
-/** A throwaway database on the test server, dropped when the test ends. */
+/** A throwaway migrated database of the test's own (bootstrap needs one with no admin yet). */
 async function freshDatabase (t: Test) {
-  const serverUrl = process.env.HAVEN_TEST_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-  const name = `haven_boot_${Date.now()}_${process.pid}`
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database "${name}"`)
-  const url = new URL(serverUrl)
-  url.pathname = `/${name}`
-  const database = await openDatabase({ url: url.toString(), max: 4 })
-  await database.migrate()
-  t.teardown(async () => {
-    await database.close()
-    await admin.unsafe(`drop database if exists "${name}" with (force)`)
-    await admin.end()
-  })
+  const database = await openDatabase({ url: await freshDatabaseUrl(t), max: 4 })
+  t.teardown(async () => { await database.close() })
   return database
 }
 
@@ -42,13 +31,6 @@ t.test('in production, no admin is made up: the credentials must be configured',
   await t.rejects(bootstrapAdmin(database, { env: 'production', bootstrapAdminEmail: undefined, bootstrapAdminPassword: undefined }), /HAVEN_BOOTSTRAP_ADMIN_PASSWORD/)
   const generated = await bootstrapAdmin(database, { env: 'development', bootstrapAdminEmail: undefined, bootstrapAdminPassword: undefined })
   t.ok(generated.created && generated.generatedPassword !== undefined && generated.generatedPassword.length >= 20, 'outside production a password is generated')
-})
-
-const freePort = async () => await new Promise<number>((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const address = server.address()
-    server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-  })
 })
 
 /** Polls until the server answers, for at most `ms`. */
@@ -78,6 +60,7 @@ t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the da
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     HAVEN_BOOTSTRAP_ADMIN_EMAIL: 'pglite.admin@example.org',
     HAVEN_BOOTSTRAP_ADMIN_PASSWORD: 'pglite admin password',
+    HAVEN_METRICS_PORT: '0',
     LOG_LEVEL: 'warn'
   }
   const start = async () => {
