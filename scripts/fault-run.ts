@@ -112,7 +112,7 @@ const startProcess = (entry: string) => {
   children.push(child)
   return child
 }
-const api = startProcess('services/api/src/server.ts')
+startProcess('services/api/src/server.ts')
 await waitForPort(apiPort, 60_000)
 let worker = startProcess('services/worker/src/main.ts')
 const base = `http://127.0.0.1:${apiPort}`
