@@ -37,8 +37,11 @@ export interface DatabaseOptions {
   dataDir?: string | undefined
   /** Pool size for PostgreSQL. */
   max?: number
-  /** Called with each statement sent to PostgreSQL (tests count queries with it). */
-  onQuery?: (statement: string) => void
+  /**
+   * Called with each statement sent to PostgreSQL and its parameters (tests count queries with it;
+   * `pnpm bench` turns what one request sends into a pgbench script).
+   */
+  onQuery?: (statement: string, parameters: readonly unknown[]) => void
 }
 
 /** Opens the database the configuration names: PostgreSQL over `url`, else embedded PGlite. */
@@ -50,7 +53,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
       max: options.max ?? 10,
       onnotice: () => {},
       connect_timeout: 5,
-      ...(onQuery !== undefined ? { debug: (_connection: number, statement: string) => { onQuery(statement) } } : {})
+      ...(onQuery !== undefined ? { debug: (_connection: number, statement: string, parameters: unknown[]) => { onQuery(statement, parameters) } } : {})
     })
     const db = drizzlePostgres(client, { schema: tables }) as unknown as Db
     return {
