@@ -3,6 +3,9 @@
  * (node:http), both on loopback, and a worker started in-process against a test database.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createServer, type IncomingMessage } from 'node:http'
 import { type AddressInfo, connect, createServer as createNetServer } from 'node:net'
 import { loadWorkerConfig, startWorker } from '@haven/worker'
@@ -75,6 +78,8 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
     HAVEN_METRICS_PORT: '0',
     HAVEN_QUEUE_PREFIX: `test-${process.pid}-${Date.now()}`,
     HAVEN_PUBLIC_URL: 'https://haven.example.org',
+    // The sealer's checkpoint key and file sink go to a directory of the test's own.
+    HAVEN_DATA_DIR: mkdtempSync(join(tmpdir(), 'haven-worker-')),
     ...env
   })
   const worker = await startWorker(config, { sweepEveryMs: 200 })
@@ -132,6 +137,7 @@ export function spawnWorker (env: Record<string, string>) {
       HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true',
       HAVEN_METRICS_PORT: '0',
       HAVEN_PUBLIC_URL: 'https://haven.example.org',
+      HAVEN_DATA_DIR: mkdtempSync(join(tmpdir(), 'haven-worker-')),
       LOG_LEVEL: 'warn',
       ...env
     },
