@@ -67,6 +67,8 @@ export function table (header: string[], rows: (string | number)[][]): string {
 
 // --- database ------------------------------------------------------------------------------------
 
+const benchApplicationName = 'haven-bench'
+
 export interface BenchDatabase {
   name: string
   url: string
@@ -81,7 +83,8 @@ export async function createDatabase (prefix: string): Promise<BenchDatabase> {
   await admin.unsafe(`create database "${name}"`)
   const url = new URL(serverUrl)
   url.pathname = `/${name}`
-  const sql = postgres(url.toString(), { max: 2, onnotice: () => {} })
+  // Named, so the backend CPU sampler leaves the bench's own connections out.
+  const sql = postgres(url.toString(), { max: 2, onnotice: () => {}, connection: { application_name: benchApplicationName } })
   return {
     name,
     url: url.toString(),
@@ -220,7 +223,7 @@ export function backendCpuSampler (db: BenchDatabase) {
   const last = new Map<number, number>()
   let startedAt = 0
   const sample = async (initial: boolean) => {
-    const rows = await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = ${db.name} and pid <> pg_backend_pid()`
+    const rows = await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = ${db.name} and application_name <> ${benchApplicationName}`
     for (const { pid } of rows) {
       const seconds = cpuSecondsOf(pid)
       if (!first.has(pid)) first.set(pid, initial ? seconds : 0)
@@ -255,16 +258,15 @@ export const poolIdSql = (prefix: string, n: string) => `('${prefix}' || lpad(to
 
 /**
  * `count` copies of a template referral made through the API, numbered `from`…, each with its pool
- * id and a reference outside the API's sequence (years 2000+), created one minute apart, the
- * highest number the newest.
+ * id and a reference outside the API's sequence (years 2000+); referral n was created n minutes ago.
  */
-export async function cloneReferrals (db: BenchDatabase, templateId: string, from: number, count: number, newest = from + count - 1) {
+export async function cloneReferrals (db: BenchDatabase, templateId: string, from: number, count: number) {
   await db.sql.unsafe(`
     insert into referrals (id, reference, status, urgency, needs, age_group, consent_basis, summary, identity, contact, circumstances, consent,
                            origin_agency_id, created_by, version, created_at, updated_at)
     select ${poolIdSql(idPrefixes.referral, 'g')}, 'HVN-' || (2000 + g / 1000000) || '-' || lpad((g % 1000000)::text, 6, '0'),
            t.status, t.urgency, t.needs, t.age_group, t.consent_basis, t.summary, t.identity, t.contact, t.circumstances, t.consent,
-           t.origin_agency_id, t.created_by, 1, now() - make_interval(mins => ${newest} - g + 1), now() - make_interval(mins => ${newest} - g + 1)
+           t.origin_agency_id, t.created_by, 1, now() - make_interval(mins => g), now() - make_interval(mins => g)
     from generate_series(${from}::int, ${from + count - 1}::int) g, (select * from referrals where id = $1) t`, [templateId])
 }
 
@@ -283,22 +285,23 @@ export async function seedShares (db: BenchDatabase, options: {
 }
 
 /**
- * `count` audit events spread evenly over referrals 1…`referrals`, as reads, lists and shares by the
- * given actor, in statements of at most 500,000 rows.
+ * Audit events numbered `first`… (`count` of them), event g on referral 1 + g mod `referrals`, as
+ * reads, lists and shares by the given actor, one second apart, in statements of at most 500,000.
  */
-export async function seedAuditEvents (db: BenchDatabase, options: { count: number, referrals: number, actorUserId: string, actorAgencyId: string, onProgress?: (done: number) => void }) {
+export async function seedAuditEvents (db: BenchDatabase, options: { first?: number, count: number, referrals: number, actorUserId: string, actorAgencyId: string }) {
   const batch = 500_000
+  const first = options.first ?? 1
   for (let done = 0; done < options.count; done += batch) {
-    const size = Math.min(batch, options.count - done)
+    const from = first + done
+    const to = from + Math.min(batch, options.count - done) - 1
     await db.sql.unsafe(`
       insert into audit_events (occurred_at, actor_user_id, actor_agency_id, actor_roles, action, outcome, referral_id, target_type, target_id,
                                 purpose, request_id, ip)
-      select now() - make_interval(secs => ${options.count} - g), $1, $2, '{referrer}',
+      select now() - make_interval(secs => 100000000 - g), $1, $2, '{referrer}',
              (array['referral.read', 'referral.list', 'referral.read', 'share.create', 'timeline.read']::audit_action[])[1 + g % 5], 'success',
              ${poolIdSql(idPrefixes.referral, `1 + g % ${options.referrals}`)}, 'referral', ${poolIdSql(idPrefixes.referral, `1 + g % ${options.referrals}`)},
              'case_management', gen_random_uuid()::text, '127.0.0.1'
-      from generate_series(${done + 1}::int, ${done + size}::int) g`, [options.actorUserId, options.actorAgencyId])
-    options.onProgress?.(done + size)
+      from generate_series(${from}::bigint, ${to}::bigint) g`, [options.actorUserId, options.actorAgencyId])
   }
 }
 
