@@ -13,9 +13,13 @@ for (const [network, prefix] of [
   ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24],
   ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4]
 ] as const) nonPublic.addSubnet(network, prefix, 'ipv4')
-for (const [network, prefix] of [
-  ['::', 128], ['::1', 128], ['64:ff9b::', 96], ['100::', 64], ['2001:db8::', 32], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]
-] as const) nonPublic.addSubnet(network, prefix, 'ipv6')
+// IPv6 is public only inside global unicast (2000::/3), less the special blocks in it: Teredo and
+// other IETF protocol assignments (2001::/23), documentation, 6to4 (which embeds an IPv4 address).
+// Everything outside 2000::/3 (::/96 IPv4-compatible, NAT64, ULA, link- and site-local, multicast…)
+// is refused by the allow-list.
+const globalUnicast = new BlockList()
+globalUnicast.addSubnet('2000::', 3, 'ipv6')
+for (const [network, prefix] of [['2001::', 23], ['2001:db8::', 32], ['2002::', 16], ['3fff::', 20]] as const) nonPublic.addSubnet(network, prefix, 'ipv6')
 
 /** Whether an address is on the public internet. IPv4-mapped IPv6 (::ffff:a.b.c.d) is judged as its IPv4. */
 export function isPublicAddress (address: string): boolean {
@@ -24,6 +28,7 @@ export function isPublicAddress (address: string): boolean {
   if (/^::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}$/i.test(address)) return false
   const family = isIP(address)
   if (family === 0) return false
+  if (family === 6 && !globalUnicast.check(address, 'ipv6')) return false
   return !nonPublic.check(address, family === 4 ? 'ipv4' : 'ipv6')
 }
 

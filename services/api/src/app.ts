@@ -27,7 +27,7 @@ import { shareRoutes } from './shares/shares.routes.ts'
 import { logRedisAvailability } from './redis.ts'
 import { registerAuth } from './plugins/auth.ts'
 import { userRoutes } from './users/users.routes.ts'
-import { validatorCompiler } from './validation.ts'
+import { unsafeInput, validatorCompiler } from './validation.ts'
 import { webhookRoutes } from './webhooks/webhooks.routes.ts'
 
 export interface AppDeps {
@@ -47,7 +47,10 @@ declare module 'fastify' {
 
 export type App = FastifyInstance
 
-/** Log paths that may carry secrets or personal data: never written, whatever a future log call passes. */
+/**
+ * Log paths that may carry secrets or personal data. A safety net for structured fields only:
+ * free text (an error's message) is kept out of the log where it is written (errors.ts `loggable`).
+ */
 export const redactedLogPaths = [
   'req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]',
   '*.password', '*.refreshToken', '*.accessToken', '*.secret', '*.token',
@@ -96,6 +99,10 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   // and a required field that is missing is reported by name.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && (request.method === 'POST' || request.method === 'PATCH')) request.body = {}
+    for (const [part, value] of [['body', request.body], ['querystring', request.query], ['params', request.params]] as const) {
+      const path = unsafeInput(value, `/${part}`)
+      if (path !== undefined) throw badRequest('The request holds a NUL character or is nested too deeply.', [{ path, message: 'has a NUL character or is nested too deeply' }])
+    }
   })
 
   await registerAuth(app, database.db, deps.keys)

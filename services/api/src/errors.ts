@@ -107,11 +107,27 @@ export function sendProblem (reply: FastifyReply, request: FastifyRequest, probl
   })
 }
 
+/**
+ * What of an unexpected error may be logged: its kind, codes and where it was thrown. Never its
+ * message: a driver's message carries the failed statement's parameters (drizzle's "Failed query:
+ * … params: …"), which for a referral are a victim's identity and circumstances.
+ */
+export function loggable (error: unknown) {
+  const e = error as { name?: unknown, code?: unknown, stack?: unknown, cause?: { name?: unknown, code?: unknown } } | null
+  return {
+    name: String(e?.name ?? 'Error'),
+    code: e?.code !== undefined ? String(e.code) : undefined,
+    cause: e?.cause !== undefined ? { name: String(e.cause.name ?? 'Error'), code: e.cause.code !== undefined ? String(e.cause.code) : undefined } : undefined,
+    // Only the frames, without the first line (the message).
+    frames: typeof e?.stack === 'string' ? e.stack.split('\n').slice(1, 8).map((line) => line.trim()) : undefined
+  }
+}
+
 export function registerErrorHandling (app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const problem = error instanceof HttpProblem ? error : fromFastifyError(error)
     if (problem !== undefined) return sendProblem(reply, request, problem)
-    request.log.error({ err: error }, 'unhandled error')
+    request.log.error({ error: loggable(error) }, 'unhandled error')
     if (isDatabaseUnavailable(error)) return sendProblem(reply, request, serviceUnavailable())
     return sendProblem(reply, request, new HttpProblem(500, 'internal', 'Internal server error',
       'Something went wrong on our side. Quote the request id if you report it.'))

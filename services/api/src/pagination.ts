@@ -17,8 +17,8 @@ const fits = (value: unknown, part: KeyPart): boolean => {
   switch (part) {
     case 'number': return Number.isSafeInteger(value)
     case 'uuid': return typeof value === 'string' && uuidPattern.test(value)
-    // Exactly what toISOString() writes, within the years PostgreSQL accepts.
-    case 'timestamp': return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(value) && !Number.isNaN(Date.parse(value))
+    // Exactly what toISOString() writes, from year 0001 (PostgreSQL has no year 0).
+    case 'timestamp': return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(value) && !value.startsWith('0000') && !Number.isNaN(Date.parse(value))
     // PostgreSQL text cannot hold NUL.
     case 'text': return typeof value === 'string' && !value.includes('\u0000') && value.length <= 1000
   }

@@ -6,14 +6,47 @@
  */
 import { Ajv, type Options } from 'ajv'
 import formats from 'ajv-formats'
+import { fullFormats } from 'ajv-formats/dist/formats.js'
 import type { FastifySchemaCompiler } from 'fastify'
 import { type ProblemDetail, validationDetails } from './errors.ts'
 
 const addFormats = formats as unknown as (ajv: Ajv) => Ajv
 
 const common: Options = { allErrors: true, removeAdditional: false, useDefaults: true, strict: false }
-const strict = addFormats(new Ajv({ ...common, coerceTypes: false }))
-const coercing = addFormats(new Ajv({ ...common, coerceTypes: 'array' }))
+
+/**
+ * Formats as PostgreSQL reads them, so a value that passes validation can never fail in the
+ * database: ajv-formats' `uuid` also takes a `urn:uuid:` prefix, and its `date-time` takes the year
+ * 0000, which PostgreSQL rejects.
+ */
+function withFormats (ajv: Ajv): Ajv {
+  addFormats(ajv)
+  ajv.addFormat('uuid', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i)
+  const dateTime = fullFormats['date-time'] as { validate: (value: string) => boolean }
+  ajv.addFormat('date-time', (value: string) => !value.startsWith('0000') && dateTime.validate(value))
+  return ajv
+}
+const strict = withFormats(new Ajv({ ...common, coerceTypes: false }))
+const coercing = withFormats(new Ajv({ ...common, coerceTypes: 'array' }))
+
+const maxDepth = 16
+
+/**
+ * What no schema lets through but a database or a recursive merge would choke on: NUL characters
+ * (PostgreSQL text cannot hold them) and JSON nested deeper than any Haven body needs. The path of
+ * the first offending value, or undefined.
+ */
+export function unsafeInput (value: unknown, path: string, depth = 0): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined
+  if (value === null || typeof value !== 'object') return undefined
+  if (depth >= maxDepth) return path
+  for (const [key, item] of Object.entries(value)) {
+    if (key.includes('\u0000')) return path
+    const found = unsafeInput(item, `${path}/${key}`, depth + 1)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
 
 export const validatorCompiler: FastifySchemaCompiler<object> = ({ schema, httpPart }) =>
   (httpPart === 'body' ? strict : coercing).compile(schema)

@@ -4,7 +4,7 @@ import { Validator } from '@seriousme/openapi-schema-validator'
 import { sql } from '@haven/schema'
 import t from 'tap'
 import { loadConfig } from '../src/config.ts'
-import { buildHarness, makeAgency, makeUser, password, signedIn } from './helper.ts'
+import { buildHarness, makeAgency, makeUser, password, referralBodies, signedIn } from './helper.ts'
 
 t.test('liveness, readiness and docs', async (t) => {
   const h = await buildHarness(t)
@@ -157,4 +157,44 @@ t.test('configuration is checked once, at start', async (t) => {
   const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
   t.equal(code, 1, 'the process exits non-zero')
   t.match(stderr, /PORT must be a whole number/, 'naming the variable')
+})
+
+t.test('input PostgreSQL would choke on is a 400, never a 500', async (t) => {
+  const h = await buildHarness(t)
+  const admin = await signedIn(h, ['platform_admin'])
+  const referrer = await signedIn(h, ['referrer'])
+  const cursor = (key: unknown) => Buffer.from(JSON.stringify(key)).toString('base64url')
+  const cases: [string, Parameters<typeof admin.request>[0], typeof admin][] = [
+    ['urn:uuid: in a path', { method: 'GET', url: '/v1/agencies/urn:uuid:00000000-0000-0000-0000-000000000000' }, admin],
+    ['NUL in a query string', { method: 'GET', url: '/v1/agencies?region=%00' }, admin],
+    ['NUL in a body', { method: 'POST', url: '/v1/agencies', payload: { name: 'A\u0000', kind: 'ngo', region: 'R', contactEmail: 'a@example.org' } }, admin],
+    ['year 0000 in a cursor', { method: 'GET', url: `/v1/agencies/${admin.agencyId}/users?cursor=${cursor(['0000-01-01T00:00:00.000Z', '00000000-0000-0000-0000-000000000000'])}` }, admin],
+    ['31 February', { method: 'POST', url: '/v1/referrals', payload: { ...referralBodies.consent(), consent: { ...referralBodies.consent().consent, recordedAt: '2026-02-31T10:00:00Z' } } }, referrer],
+    ['year 0000 in a date-time', { method: 'POST', url: '/v1/referrals', payload: { ...referralBodies.consent(), consent: { ...referralBodies.consent().consent, recordedAt: '0000-01-01T10:00:00Z' } } }, referrer]
+  ]
+  // Sent as text: the test's own JSON.stringify would overflow on it.
+  const nested = `{"subject":${'{"a":'.repeat(20_000)}{}${'}'.repeat(20_000)}}`
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  cases.push(['a deeply nested patch', { method: 'PATCH', url: `/v1/referrals/${referral.id}`, headers: { 'if-match': '"1"', 'content-type': 'application/json' }, payload: nested }, referrer])
+  for (const [name, options, caller] of cases) {
+    const res = await caller.request(options)
+    t.equal(res.statusCode, 400, name)
+  }
+})
+
+t.test('an unexpected error is logged without its message (a driver puts statement parameters there)', async (t) => {
+  let logged = ''
+  const logStream = new Writable({ write (chunk: Buffer, _encoding, done) { logged += chunk.toString(); done() } })
+  const h = await buildHarness(t, { env: { LOG_LEVEL: 'info' }, logStream })
+  h.app.get('/test-only/failing-query', async () => {
+    throw Object.assign(new Error('Failed query: insert into referrals … params: Canary Testperson,1 Canary Street'), {
+      params: ['Canary Testperson'], cause: Object.assign(new Error('invalid byte sequence'), { code: '22P05' })
+    })
+  })
+  const res = await h.app.inject({ method: 'GET', url: '/test-only/failing-query' })
+  t.equal(res.statusCode, 500)
+  t.notMatch(res.body, /Canary|Failed query/, 'nor is it in the answer')
+  t.match(logged, /unhandled error/)
+  t.match(logged, /22P05/, 'its codes are logged')
+  t.notOk(logged.includes('Canary'), 'its message and parameters are not')
 })

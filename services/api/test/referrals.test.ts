@@ -291,3 +291,16 @@ t.test('GET /v1/referrals: summaries, direction, status, stable pagination, audi
     t.equal((await list(referrer, '?status=archived')).statusCode, 400)
   })
 })
+
+t.test('PATCH by a role that may not edit is 403 with or without If-Match, and audited', async (t) => {
+  const h = await buildHarness(t)
+  const police = await makeAgency(h, { kind: 'police' })
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const admin = await signedIn(h, ['agency_admin'], police.id)
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  t.equal((await admin.request({ method: 'PATCH', url: `/v1/referrals/${referral.id}`, payload: { urgency: 'high' } })).statusCode, 403)
+  const stranger = await signedIn(h, ['referrer'])
+  t.equal((await stranger.request({ method: 'PATCH', url: `/v1/referrals/${referral.id}`, payload: { urgency: 'high' } })).statusCode, 404)
+  const denied = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.referralId, referral.id), eq(auditEvents.action, 'referral.update')))
+  t.equal(denied.filter((e) => e.outcome === 'denied').length, 2)
+})

@@ -229,3 +229,19 @@ t.test('notes and the timeline', async (t) => {
   const trail = JSON.stringify(await h.database.db.select().from(auditEvents).where(eq(auditEvents.referralId, referral.id)))
   t.notOk(['Origin-only', 'Shared by', 'Recipient-only'].some((body) => trail.includes(body)), 'note bodies never reach the audit trail')
 })
+
+t.test('a closed share\'s read-only view ends when consent no longer covers its agency', async (t) => {
+  const h = await buildHarness(t)
+  const s = await scene(h)
+  const other = await makeAgency(h)
+  const referral = await s.newReferral(referralBodies.consent([s.ngo.id]))
+  const share = (await s.share(referral.id)).json()
+  t.equal((await s.act(s.caseworker, referral.id, share.id, 'accept')).statusCode, 200)
+  t.equal((await s.act(s.caseworker, referral.id, share.id, 'close', { outcome: 'supported' })).statusCode, 200)
+  t.equal((await s.caseworker.request({ method: 'GET', url: `/v1/referrals/${referral.id}` })).statusCode, 200, 'read-only while consent covers it')
+  const patched = await s.referrer.request({ method: 'PATCH', url: `/v1/referrals/${referral.id}`, headers: { 'if-match': '"1"' },
+    payload: { consent: { sharingAllowedWith: [other.id] }, subject: { contact: { address: '2 Canary Safe House' } } } })
+  t.equal(patched.statusCode, 200, 'a closed share does not block narrowing consent')
+  t.equal((await s.caseworker.request({ method: 'GET', url: `/v1/referrals/${referral.id}` })).statusCode, 404, 'the closed recipient no longer sees it')
+  t.equal((await s.caseworker.request({ method: 'GET', url: `/v1/referrals/${referral.id}/timeline` })).statusCode, 404)
+})

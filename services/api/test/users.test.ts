@@ -462,3 +462,12 @@ t.test('PATCH /v1/users/:id', async (t) => {
       { name: 'Too Late' }, async (t) => { t.same(await userRow(h, user.id), user, 'the user is unchanged') })
   })
 })
+
+t.test('an agency admin cannot change its own roles (it would hand itself case content)', async (t) => {
+  const h = await buildHarness(t)
+  const admin = await signedIn(h, ['agency_admin'])
+  const res = await admin.request({ method: 'PATCH', url: `/v1/users/${admin.user.id}`, payload: { roles: ['agency_admin', 'caseworker'] } })
+  t.equal(res.statusCode, 403)
+  t.equal((await admin.request({ method: 'GET', url: '/v1/referrals' })).statusCode, 403, 'still no case content')
+  t.equal((await admin.request({ method: 'PATCH', url: `/v1/users/${admin.user.id}`, payload: { name: 'Renamed Admin' } })).statusCode, 200, 'its name it may change')
+})

@@ -1,8 +1,8 @@
 /**
  * The outbox relay: hands committed outbox messages to the fan-out queue. It claims a batch with
- * FOR UPDATE SKIP LOCKED (several workers share the work without doing it twice), adds one job per
- * message with the message id as job id (a re-run after a crash adds nothing new), and stamps
- * `relayed_at` in the same transaction. A message not processed in time after it was relayed is handed
+ * FOR UPDATE SKIP LOCKED (several workers share the work without doing it twice), stamping
+ * `relayed_at`, then adds one job per message with the message id as job id (a re-run after a crash
+ * adds nothing new). A message not processed in time after it was relayed is handed
  * over again — Redis may have lost it — and the job id again makes that harmless. It wakes on the
  * outbox NOTIFY and polls every second besides.
  */
@@ -15,17 +15,25 @@ import type { Queues } from './queues.ts'
 const batchSize = 200
 
 export async function relayOutbox (database: Database, queues: Queues, redispatchAfterSeconds = 30): Promise<number> {
-  return await database.db.transaction(async (tx) => {
-    const rows = await rowsOf<{ id: string }>(tx, sql`
+  // Claimed and stamped in one short statement, then handed to Redis outside any transaction: a
+  // Redis that hangs must not hold a transaction open (it would hold back the audit sealer's horizon).
+  const rows = await rowsOf<{ id: string }>(database.db, sql`
+    update outbox set relayed_at = now()
+    where id in (
       select id from outbox
       where processed_at is null and (relayed_at is null or relayed_at < now() - make_interval(secs => ${redispatchAfterSeconds}))
       order by seq limit ${batchSize}
-      for update skip locked`)
-    if (rows.length === 0) return 0
+      for update skip locked)
+    returning id`)
+  if (rows.length === 0) return 0
+  try {
     await queues.addFanout(rows.map((row) => row.id))
-    await tx.update(outbox).set({ relayedAt: sql`now()` }).where(inArray(outbox.id, rows.map((row) => row.id)))
-    return rows.length
-  })
+  } catch (error) {
+    // Not handed over: make them due again at once rather than after the redispatch delay.
+    await database.db.update(outbox).set({ relayedAt: null }).where(inArray(outbox.id, rows.map((row) => row.id))).catch(() => {})
+    throw error
+  }
+  return rows.length
 }
 
 export async function startRelay (deps: { database: Database, queues: Queues, log: Logger, redispatchAfterSeconds: number }) {

@@ -38,7 +38,8 @@ export async function remindShares (database: Database): Promise<number> {
     const reminded = await tx.update(shares).set({ remindedAt: sql`now()` })
       .where(and(eq(shares.status, 'pending'), sql`${shares.remindedAt} is null`,
         sql`now() >= ${shares.createdAt} + (${shares.respondBy} - ${shares.createdAt}) / 2`,
-        inArray(shares.id, sql`(select id from shares where status = 'pending' and reminded_at is null order by respond_by limit ${batch} for update skip locked)`)))
+        inArray(shares.id, sql`(select id from shares where status = 'pending' and reminded_at is null
+          and now() >= created_at + (respond_by - created_at) / 2 order by respond_by limit ${batch} for update skip locked)`)))
       .returning({ id: shares.id, referralId: shares.referralId, agencyId: shares.agencyId })
     await writeOutbox(tx, reminded.map((share) => ({ type: 'share.reminder' as const, payload: { referralId: share.referralId, shareId: share.id, agencyId: share.agencyId } })))
     return reminded.length

@@ -1,15 +1,16 @@
 /**
  * Webhook delivery: POST the event to the endpoint, signed
  * `Haven-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, with the event id
- * in `Haven-Event-Id` for the receiver to dedupe on. 10 s timeout, no redirects, and the address
- * connected to is checked to be public at that moment (unless HAVEN_WEBHOOK_ALLOW_PRIVATE). A non-2xx
+ * in `Haven-Event-Id` for the receiver to dedupe on. 10 s for the whole exchange, no redirects; the
+ * URL is checked again, and a host name's address is checked to be public on the very connection
+ * (unless HAVEN_WEBHOOK_ALLOW_PRIVATE). A non-2xx
  * answer or a timeout throws, so the queue retries with backoff; the last failure marks the delivery
  * failed, and an endpoint whose deliveries fail this often in a row is switched off.
  */
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, outbox, publicOnlyLookup, referrals, webhookDeliveries, webhooks } from '@haven/schema'
+import { type Db, outbox, publicOnlyLookup, referrals, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import { notifyWebhookDisabled } from './fanout.ts'
 import { webhookBody } from './messages.ts'
@@ -46,6 +47,9 @@ async function post (url: string, headers: Record<string, string>, body: string,
       })
       response.on('error', (error) => { reject(new DeliveryError(error.message, status)) })
     })
+    // `timeout` is per idle socket; the deadline bounds the whole exchange (a receiver trickling bytes).
+    const deadline = setTimeout(() => { request.destroy(new DeliveryError(`no answer within ${webhookTimeoutMs / 1000} s`, null)) }, webhookTimeoutMs)
+    request.on('close', () => { clearTimeout(deadline) })
     request.on('timeout', () => { request.destroy(new DeliveryError(`no answer within ${webhookTimeoutMs / 1000} s`, null)) })
     request.on('error', (error: NodeJS.ErrnoException) => {
       reject(error instanceof DeliveryError ? error : new DeliveryError(error.code === 'EHAVENPRIVATE' ? 'the host resolves to a non-public address' : (error.code ?? 'connection failed'), null))
@@ -78,6 +82,14 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   if (webhook.status !== 'active' || webhook.deletedAt !== null || facts === undefined) {
     await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' }).where(eq(webhookDeliveries.id, deliveryId))
     return 'skipped'
+  }
+  // The URL again: an IP literal never reaches the lookup hook, and the endpoint was checked under
+  // the settings of the day it was registered.
+  const urlProblem = webhookUrlProblem(webhook.url, deps.allowPrivate)
+  if (urlProblem !== null) {
+    await deps.db.update(webhookDeliveries).set({ attempts: sql`${webhookDeliveries.attempts} + 1`, lastError: `the URL ${urlProblem}`, lastAttemptAt: sql`now()`, ...(finalAttempt ? { status: 'failed' as const } : {}) })
+      .where(eq(webhookDeliveries.id, deliveryId))
+    throw new DeliveryError(`the URL ${urlProblem}`, null)
   }
   const body = JSON.stringify(webhookBody(facts))
   try {

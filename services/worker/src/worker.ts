@@ -41,7 +41,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   const log = options.log ?? pino({ name: 'haven-worker', level: config.logLevel })
   const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir })
   // Producers fail fast while Redis is away (the work stays in the database); consumers wait for it.
-  const producer = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 500, 5000) })
+  const producer = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, retryStrategy: (n) => Math.min(n * 500, 5000) })
   const consumer = new Redis(config.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 500, 5000) })
   let redisDown = false
   producer.on('error', (error: Error & { code?: string }) => {
@@ -96,6 +96,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     step: async () => {
       await expireShares(database)
       await remindShares(database)
+      // Redis may be away; the rows stay pending and the next sweep tries again.
       await redispatchDeliveries(database, queues, config.redispatchAfterSeconds).catch(() => 0)
       return false
     },

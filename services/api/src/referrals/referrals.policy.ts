@@ -13,6 +13,7 @@
  */
 import { contentRoles } from '@haven/schema'
 import type { Caller } from '../plugins/auth.ts'
+import { consentCovers } from './legal-basis.ts'
 import type { ReferralRow, ShareRow } from './referrals.queries.ts'
 
 export type Access =
@@ -28,9 +29,11 @@ export const isCaseworker = (caller: Caller) => caller.roles.includes('caseworke
 /**
  * The caller's view of a referral. An agency with several shares of one referral over time (a
  * closed one, then a new one) is seen through the current one: accepted, else pending, else the
- * latest closed.
+ * latest closed. A closed share keeps its read-only view only while the person's consent still
+ * covers that agency: narrowing consent (or upgrading an anonymous record to consent) ends it.
+ * (Active shares cannot be left uncovered: an update that would do so is refused.)
  */
-export function accessOf (caller: Caller, referral: Pick<ReferralRow, 'originAgencyId'>, shares: readonly ShareRow[]): Access {
+export function accessOf (caller: Caller, referral: Pick<ReferralRow, 'originAgencyId' | 'consent'>, shares: readonly ShareRow[]): Access {
   if (referral.originAgencyId === caller.agencyId) return { view: 'origin' }
   const own = shares.filter((share) => share.agencyId === caller.agencyId)
   const accepted = own.find((share) => share.status === 'accepted')
@@ -38,7 +41,7 @@ export function accessOf (caller: Caller, referral: Pick<ReferralRow, 'originAge
   const pending = own.find((share) => share.status === 'pending')
   if (pending !== undefined) return { view: 'triage', share: pending }
   const closed = own.filter((share) => share.status === 'closed').sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0]
-  if (closed !== undefined) return { view: 'scoped', share: closed }
+  if (closed !== undefined && consentCovers(referral.consent, caller.agencyId)) return { view: 'scoped', share: closed }
   return { view: 'none' }
 }
 

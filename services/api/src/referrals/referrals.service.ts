@@ -109,9 +109,10 @@ function parseIfMatch (header: string | undefined): number | '*' {
 }
 
 export async function updateReferral (db: Db, caller: Caller, context: AuditContext, id: string, patch: ReferralPatch, ifMatch: string | undefined) {
-  const expected = parseIfMatch(ifMatch)
   return await withReferral(db, caller, context, { id, action: 'referral.update', lock: 'update' }, async (tx, { referral, shares: all, access }) => {
     if (!mayManage(access)) throw forbidden('Only the origin agency edits a referral.')
+    // After the access check: who may not edit learns nothing from 428 vs 412.
+    const expected = parseIfMatch(ifMatch)
     if (expected !== '*' && expected !== referral.version) {
       throw new HttpProblem(412, 'precondition-failed', 'Precondition failed', 'The referral changed since you read it. Read it again and reapply your change.')
     }

@@ -62,6 +62,10 @@ export async function updateUser (db: Db, caller: Caller, context: AuditContext,
     if (user !== undefined) await refuse(db, context, { action: 'user.update', target }, notFound('user'))
     throw notFound('user')
   }
+  if (!isPlatformAdmin(caller) && patch.roles !== undefined && user.id === caller.userId) {
+    // An agency admin sees no case content; it must not be able to hand itself a role that does.
+    throw await refuse(db, context, { action: 'user.update', target }, forbidden('You cannot change your own roles; ask a platform admin or another agency admin.'))
+  }
   if (!mayGrant(caller, patch.roles) || (!isPlatformAdmin(caller) && grantsPlatformRole(user.roles))) {
     throw await refuse(db, context, { action: 'user.update', target }, forbidden('Only a platform admin manages platform roles.'))
   }
