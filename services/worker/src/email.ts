@@ -31,7 +31,8 @@ export async function sendEmail (deps: EmailDeps, job: { eventId: string, agency
     await deps.db.update(emailDeliveries).set({
       attempts: sql`${emailDeliveries.attempts} + 1`, lastError: `SMTP ${String(reason)}`, ...(finalAttempt ? { status: 'failed' as const } : {})
     }).where(key)
-    // Not the SMTP error itself: its text can name the address, and the queue keeps failure reasons.
+    // Not the SMTP error itself, nor as cause: its text can name the address, and the queue keeps failure reasons.
+    // eslint-disable-next-line preserve-caught-error
     throw new Error(`SMTP ${String(reason)}`)
   }
   await deps.db.update(emailDeliveries).set({ status: 'delivered', attempts: sql`${emailDeliveries.attempts} + 1`, sentAt: sql`now()`, lastError: null }).where(key)
