@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto'
-import { auditEvents, notifications, outbox, shares, webhookDeliveries, webhooks } from '@haven/schema'
+import { auditEvents, notifications, outbox, publicOnlyLookup, shares, webhookDeliveries, webhooks } from '@haven/schema'
 import { deliverWebhook, expireShares, remindShares } from '@haven/worker'
 import { and, eq, sql } from 'drizzle-orm'
 import t from 'tap'
@@ -149,7 +149,7 @@ t.test('webhook registration: https and public targets only, own agency admins o
   const admin = await signedIn(h, ['agency_admin'], ngo.id)
   const register = async (url: string, caller = admin) => await caller.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url, events: ['share.created'] } })
   for (const url of ['http://receiver.example.org/hooks', 'https://127.0.0.1/hooks', 'https://10.1.2.3/x', 'https://169.254.169.254/latest', 'https://[::1]/x',
-    'https://[::ffff:10.0.0.1]/x', 'https://[fe80::1]/x', 'https://localhost/x', 'https://user:pw@receiver.example.org/x', 'not a url']) {
+    'https://[::ffff:10.0.0.1]/x', 'https://[fe80::1]/x', 'https://[::127.0.0.1]/x', 'https://[64:ff9b:1::a00:1]/x', 'https://[2002:7f00:1::]/x', 'https://[fec0::1]/x', 'https://localhost/x', 'https://user:pw@receiver.example.org/x', 'not a url']) {
     const res = await register(url)
     t.equal(res.statusCode, 422, url)
     t.same(res.json().errors.map((e: { path: string }) => e.path), ['/body/url'])
@@ -188,7 +188,10 @@ t.test('a delivery re-checks the address it connects to', async (t) => {
   await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })
   const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
   const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
-  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false }, delivery?.id ?? '', false), /non-public/, 'a host that resolves to loopback is refused at delivery')
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false }, delivery?.id ?? '', false), /https/, 'the URL is checked again at delivery')
+  // A name that resolves to loopback is refused on the connection itself (DNS rebinding).
+  const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => { publicOnlyLookup(false)('localhost', {}, (error) => { resolve(error) }) })
+  t.equal(refused?.code, 'EHAVENPRIVATE', 'the lookup hook refuses a loopback answer')
   t.equal(receiver.received.length, 0, 'nothing was sent')
   t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true }, delivery?.id ?? '', false), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
 })
