@@ -127,23 +127,31 @@ export async function writeAuditEvent (tx: Db, context: AuditContext, event: Aud
   await writeAuditEvents(tx, context, [event])
 }
 
-/** Appends several audit events in one statement (a list read records each referral it returned). */
+/**
+ * Appends several audit events in one statement (a list read records each referral it returned).
+ * The caller's fields are parameters once; each event's own fields travel as one JSON parameter
+ * unpacked by PostgreSQL, in order. Raw SQL rather than drizzle's insert builder: every request
+ * writes at least one event, and building the insert cost more CPU than the rest of a read
+ * (`pnpm bench`).
+ */
 export async function writeAuditEvents (tx: Db, context: AuditContext, events: AuditEventInput[]): Promise<void> {
   if (events.length === 0) return
-  await tx.insert(tables.auditEvents).values(events.map((event) => ({
-    actorUserId: context.actor.userId,
-    actorAgencyId: context.actor.agencyId,
-    actorRoles: [...context.actor.roles],
+  const rows = events.map((event) => ({
     action: event.action,
     outcome: event.outcome,
-    referralId: event.referralId ?? null,
-    targetType: event.target?.type ?? null,
-    targetId: event.target?.id ?? null,
-    recipientAgencyId: event.recipientAgencyId ?? null,
-    purpose: context.purpose,
-    requestId: context.requestId,
-    ip: context.ip
-  })))
+    referral_id: event.referralId ?? null,
+    target_type: event.target?.type ?? null,
+    target_id: event.target?.id ?? null,
+    recipient_agency_id: event.recipientAgencyId ?? null
+  }))
+  await tx.execute(sql`
+    insert into audit_events (actor_user_id, actor_agency_id, actor_roles, action, outcome, referral_id, target_type, target_id,
+                              recipient_agency_id, purpose, request_id, ip)
+    select ${context.actor.userId}::uuid, ${context.actor.agencyId}::uuid, ${`{${context.actor.roles.join(',')}}`}::role[],
+           e.action, e.outcome, e.referral_id, e.target_type, e.target_id, e.recipient_agency_id,
+           ${context.purpose}::purpose, ${context.requestId}::text, ${context.ip}::text
+    from json_to_recordset(${JSON.stringify(rows)}::json)
+      as e(action audit_action, outcome audit_outcome, referral_id uuid, target_type audit_target_type, target_id uuid, recipient_agency_id uuid)`)
 }
 
 export interface OutboxMessage { type: OutboxType, payload: { referralId: string, shareId: string | null, agencyId: string } }
