@@ -179,30 +179,43 @@ const parseArray = (value: unknown): string[] => Array.isArray(value) ? value as
 
 /**
  * Summaries of the referrals an agency originated (outgoing) and of those shared with it that it
- * may still see (incoming), newest first, keyset-paginated on (created_at, id). One statement: the
- * agency's current share of each incoming referral comes from a lateral join.
+ * may still see (incoming), newest first, keyset-paginated on (created_at, id). One statement: each
+ * direction is read in its own index order and cut at the page size (outgoing: referrals_origin_idx,
+ * backwards; incoming: the agency's shares), then the two are merged, and the agency's current
+ * share of each referral on the page comes from a lateral join. Asking for "either direction" in
+ * one WHERE clause instead made PostgreSQL read and sort every referral for every page.
  */
 export async function listReferrals (db: Db, agencyId: string, query: ReferralListQuery) {
   const limit = query.limit ?? defaultPageSize
   const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
-  const outgoing = sql`r.origin_agency_id = ${agencyId}`
-  const incoming = sql`s.id is not null and r.origin_agency_id <> ${agencyId}`
-  const direction = query.direction === 'outgoing' ? outgoing : query.direction === 'incoming' ? incoming : sql`(${outgoing} or ${incoming})`
+  const filters = () => sql`
+      ${query.status !== undefined ? sql`and r.status = ${query.status}` : sql``}
+      ${after !== undefined ? sql`and (r.created_at, r.id) < (${after[0]}::timestamptz, ${after[1]}::uuid)` : sql``}`
+  const outgoing = sql`(
+    select r.id from referrals r
+    where r.origin_agency_id = ${agencyId} ${filters()}
+    order by r.created_at desc, r.id desc
+    limit ${limit + 1})`
+  const incoming = sql`(
+    select r.id from referrals r
+    where r.id in (select referral_id from shares where agency_id = ${agencyId} and status in ('pending', 'accepted', 'closed'))
+      and r.origin_agency_id <> ${agencyId} ${filters()}
+    order by r.created_at desc, r.id desc
+    limit ${limit + 1})`
+  const candidates = query.direction === 'outgoing' ? outgoing : query.direction === 'incoming' ? incoming : sql`${outgoing} union all ${incoming}`
   const rows = await rowsOf<ListRow>(db, sql`
     select r.id, r.reference, r.status, r.urgency, r.needs, r.origin_agency_id,
            to_char(r.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as created_at, r.summary,
            s.id as share_id, s.status as share_status,
            to_char(s.respond_by at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as share_respond_by
-    from referrals r
+    from (${candidates}) candidate
+    join referrals r on r.id = candidate.id
     left join lateral (
       select id, status, respond_by from shares
       where referral_id = r.id and agency_id = ${agencyId} and status in ('pending', 'accepted', 'closed')
       order by case status when 'accepted' then 0 when 'pending' then 1 else 2 end, created_at desc
       limit 1
     ) s on true
-    where ${direction}
-      ${query.status !== undefined ? sql`and r.status = ${query.status}` : sql``}
-      ${after !== undefined ? sql`and (r.created_at, r.id) < (${after[0]}::timestamptz, ${after[1]}::uuid)` : sql``}
     order by r.created_at desc, r.id desc
     limit ${limit + 1}`)
   const page = rows.slice(0, limit)
