@@ -244,4 +244,6 @@ t.test('a closed share\'s read-only view ends when consent no longer covers its 
   t.equal(patched.statusCode, 200, 'a closed share does not block narrowing consent')
   t.equal((await s.caseworker.request({ method: 'GET', url: `/v1/referrals/${referral.id}` })).statusCode, 404, 'the closed recipient no longer sees it')
   t.equal((await s.caseworker.request({ method: 'GET', url: `/v1/referrals/${referral.id}/timeline` })).statusCode, 404)
+  const listed = (await s.caseworker.request({ method: 'GET', url: '/v1/referrals?direction=incoming' })).json().items.map((i: { id: string }) => i.id)
+  t.notOk(listed.includes(referral.id), 'nor in its list')
 })

@@ -200,6 +200,10 @@ export async function listReferrals (db: Db, agencyId: string, query: ReferralLi
     select r.id from referrals r
     where r.id in (select referral_id from shares where agency_id = ${agencyId} and status in ('pending', 'accepted', 'closed'))
       and r.origin_agency_id <> ${agencyId} ${filters()}
+      -- as accessOf: a closed share shows the referral only while consent still covers the agency
+      and exists (select 1 from shares s where s.referral_id = r.id and s.agency_id = ${agencyId}
+        and (s.status in ('pending', 'accepted') or r.consent_basis <> 'consent' or r.consent->>'sharingAllowedWith' = 'any'
+             or r.consent->'sharingAllowedWith' ? ${agencyId}::text))
     order by r.created_at desc, r.id desc
     limit ${limit + 1})`
   const candidates = query.direction === 'outgoing' ? outgoing : query.direction === 'incoming' ? incoming : sql`${outgoing} union all ${incoming}`
