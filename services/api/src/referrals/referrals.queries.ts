@@ -76,7 +76,7 @@ interface ReferralJson {
   updated_at: string
 }
 
-interface ShareJson {
+export interface ShareJson {
   id: string
   referral_id: string
   agency_id: string
@@ -119,7 +119,7 @@ const referralFromJson = (r: ReferralJson): ReferralRow => ({
   updatedAt: new Date(r.updated_at)
 })
 
-const shareFromJson = (s: ShareJson): ShareRow => ({
+export const shareFromJson = (s: ShareJson): ShareRow => ({
   id: s.id,
   referralId: s.referral_id,
   agencyId: s.agency_id,
@@ -158,6 +158,19 @@ export async function loadReferral (db: Db, id: string, lock?: 'update' | 'share
   if (row === undefined) return undefined
   const [found] = await rowsOf<{ shares: ShareJson[] }>(db, sql`select ${sharesOf(id)} as shares`)
   return { referral: referralFromJson(row.referral), shares: (found?.shares ?? []).map(shareFromJson) }
+}
+
+/** Inserts a referral and returns its row, mapped as loadReferral maps rows (raw SQL for the same reason). */
+export async function insertReferral (db: Db, values: ReturnType<typeof toGroups> & { id: string, originAgencyId: string, createdBy: string }): Promise<ReferralRow> {
+  const json = (value: unknown) => value === null ? null : JSON.stringify(value)
+  const [row] = await rowsOf<{ referral: ReferralJson }>(db, sql`
+    insert into referrals (id, urgency, needs, age_group, consent_basis, consent, summary, identity, contact, circumstances, origin_agency_id, created_by)
+    values (${values.id}, ${values.urgency}, ${`{${values.needs.join(',')}}`}::agency_service[], ${values.ageGroup}, ${values.consentBasis},
+            ${json(values.consent)}::jsonb, ${json(values.summary)}::jsonb, ${json(values.identity)}::jsonb, ${json(values.contact)}::jsonb,
+            ${json(values.circumstances)}::jsonb, ${values.originAgencyId}, ${values.createdBy})
+    returning to_json(referrals) as referral`)
+  if (row === undefined) throw new Error('insert returned no referral')
+  return referralFromJson(row.referral)
 }
 
 interface ListRow {

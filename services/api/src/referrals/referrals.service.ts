@@ -16,7 +16,7 @@ import { bodyErrors } from '../validation.ts'
 import { consentCovers, legalBasisProblems } from './legal-basis.ts'
 import { requireContentRole, withReferral } from './referral-access.ts'
 import { isReferrer, mayManage } from './referrals.policy.ts'
-import { listReferrals, loadReferral, toGroups, toInput } from './referrals.queries.ts'
+import { insertReferral, listReferrals, loadReferral, toGroups, toInput } from './referrals.queries.ts'
 import { etagOf, renderReferral } from './referrals.views.ts'
 
 /** JSON with object keys sorted, so the same body always hashes the same. */
@@ -56,10 +56,10 @@ export async function createReferral (db: Db, caller: Caller, context: AuditCont
     throw forbidden('Only referrers create referrals.')
   }
   await checkReferralRules(db, input)
-  const requestHash = createHash('sha256').update(canonicalJson(input)).digest('hex')
   return await db.transaction(async (tx) => {
     const id = randomUUID()
     if (idempotencyKey !== undefined) {
+      const requestHash = createHash('sha256').update(canonicalJson(input)).digest('hex')
       // A concurrent request with the same key waits here for the first to commit, then sees its row.
       const [claimed] = await tx.insert(idempotencyKeys).values({ userId: caller.userId, key: idempotencyKey, requestHash, referralId: id })
         .onConflictDoNothing().returning({ referralId: idempotencyKeys.referralId })
@@ -74,8 +74,7 @@ export async function createReferral (db: Db, caller: Caller, context: AuditCont
         return { referral: renderReferral(loaded.referral, loaded.shares, { view: 'origin' }), etag: etagOf(loaded.referral) }
       }
     }
-    const [row] = await tx.insert(referrals).values({ id, ...toGroups(input), originAgencyId: caller.agencyId, createdBy: caller.userId }).returning()
-    if (row === undefined) throw new Error('insert returned no referral')
+    const row = await insertReferral(tx, { id, ...toGroups(input), originAgencyId: caller.agencyId, createdBy: caller.userId })
     await writeAuditEvent(tx, context, { action: 'referral.create', outcome: 'success', referralId: id, target: { type: 'referral', id } })
     return { referral: renderReferral(row, [], { view: 'origin' }), etag: etagOf(row) }
   })
