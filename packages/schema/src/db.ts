@@ -164,7 +164,10 @@ export interface OutboxMessage { type: OutboxType, payload: { referralId: string
  */
 export async function writeOutbox (tx: Db, messages: OutboxMessage[]): Promise<void> {
   if (messages.length === 0) return
-  await tx.insert(tables.outbox).values(messages)
+  // One JSON parameter unpacked in order, like the audit events: cheaper to send than to build.
+  await tx.execute(sql`
+    insert into outbox (type, payload)
+    select m.type, m.payload from json_to_recordset(${JSON.stringify(messages)}::json) as m(type event_type, payload jsonb)`)
 }
 
 export { sql }

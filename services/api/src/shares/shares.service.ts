@@ -7,13 +7,14 @@ import {
   agencies, type AuditContext, type Db, defaultResponseHours, notes, type Share, type ShareClose, type ShareCreate, shares,
   shareTransitions, type ShareTransitionName, writeAuditEvent, writeOutbox
 } from '@haven/schema'
-import { and, eq, gt, inArray, sql } from 'drizzle-orm'
+import { eq } from 'drizzle-orm'
 import { conflict, forbidden, isUniqueViolation, notFound, unprocessable } from '../errors.ts'
 import type { Caller } from '../plugins/auth.ts'
 import { consentCovers } from '../referrals/legal-basis.ts'
 import { withReferral } from '../referrals/referral-access.ts'
 import { mayAnswer, mayManage, maySeeShare } from '../referrals/referrals.policy.ts'
 import { toShare } from '../referrals/referrals.queries.ts'
+import { applyShareTransition } from './shares.queries.ts'
 
 const refuseRecipient = (detail: string) => unprocessable(detail, [{ path: '/body/agencyId', message: detail }])
 
@@ -68,17 +69,14 @@ export async function transitionShare (db: Db, caller: Caller, context: AuditCon
       throw forbidden(name === 'withdraw' ? 'Only the origin agency withdraws a share.' : 'Only caseworkers of the receiving agency answer a share.')
     }
     const answering = name === 'accept' || name === 'decline'
-    const [row] = await tx.update(shares).set({
-      status: transition.to,
-      updatedAt: sql`now()`,
-      ...(answering ? { decidedAt: sql`now()`, decidedBy: caller.userId } : {}),
+    const row = await applyShareTransition(tx, {
+      shareId,
+      from: transition.from,
+      to: transition.to,
+      ...(answering ? { answeredBy: caller.userId } : {}),
       ...(details.declineReason !== undefined ? { declineReason: details.declineReason } : {}),
       ...(details.outcome !== undefined ? { outcome: details.outcome } : {})
-    }).where(and(
-      eq(shares.id, shareId),
-      inArray(shares.status, [...transition.from]),
-      answering ? gt(shares.respondBy, sql`now()`) : undefined
-    )).returning()
+    })
     if (row === undefined) {
       const pastDeadline = answering && share.status === 'pending' && share.respondBy.getTime() <= Date.now()
       throw conflict(pastDeadline
