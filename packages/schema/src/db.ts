@@ -52,6 +52,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
       connect_timeout: 5,
       ...(onQuery !== undefined ? { debug: (_connection: number, statement: string, parameters: unknown[]) => { onQuery(statement, parameters) } } : {})
     })
+    usePreparedStatements(client)
     const db = drizzlePostgres(client, { schema: tables }) as unknown as Db
     return {
       db,
@@ -91,6 +92,34 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     migrate: async () => { await migratePglite(drizzlePglite(client), { migrationsFolder }) },
     listen: async (channel, onNotify) => await client.listen(channel, () => { onNotify() }),
     close: async () => { await client.close() }
+  }
+}
+
+type Unsafe = (query: string, parameters?: unknown[], options?: { prepare?: boolean }) => unknown
+type Begin = (...args: unknown[]) => unknown
+
+/**
+ * drizzle asks postgres.js for an unnamed statement for every query not given a name, so
+ * PostgreSQL parsed, analysed and planned every statement on every execution, and postgres.js
+ * decoded its row description every time. This restores postgres.js's own default, a named
+ * prepared statement per distinct SQL text and connection (parsed and planned once), on the pool
+ * and in each transaction. The texts are fixed by the code (parameters never go into them), so the
+ * statements per connection are bounded. If a migration changes the result type of a cached
+ * statement, postgres.js prepares it again (outside a transaction; inside one, that request fails).
+ */
+function usePreparedStatements (sql: postgres.Sql) {
+  const target = sql as unknown as { unsafe: Unsafe, begin?: Begin }
+  const unsafe = target.unsafe.bind(sql)
+  target.unsafe = (query, parameters, options) => unsafe(query, parameters, { ...options, prepare: true })
+  // Only the pool has begin(); a transaction's handle is patched as it is handed to the work.
+  const begin = target.begin?.bind(sql)
+  if (begin === undefined) return
+  target.begin = (...args: unknown[]) => {
+    const work = args[args.length - 1] as (tx: postgres.Sql) => unknown
+    return begin(...args.slice(0, -1), (tx: postgres.Sql) => {
+      usePreparedStatements(tx)
+      return work(tx)
+    })
   }
 }
 
