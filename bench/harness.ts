@@ -140,14 +140,23 @@ function serviceEnv (env: Record<string, string>): NodeJS.ProcessEnv {
   return { ...base, ...env }
 }
 
+/** The node flags a package's `start` script gives tsx (`tsx --flag … src/main.ts`). */
+export function startScriptFlags (packageDir: string): string[] {
+  const manifest = JSON.parse(readFileSync(new URL(`${packageDir}/package.json`, repoRoot), 'utf8')) as { scripts?: { start?: string } }
+  const words = (manifest.scripts?.start ?? '').split(/\s+/)
+  return words[0] === 'tsx' ? words.slice(1).filter((word) => word.startsWith('--')) : []
+}
+
 /**
- * Starts `node --import tsx <entry>` (what `pnpm --filter … start` runs, without the tsx CLI's extra
- * parent process, so the pid is the service's own). Its output goes to a file in `dir`.
+ * Starts `node <the start script's flags> --import tsx <packageDir>/<entry>`: what `pnpm --filter …
+ * start` runs, without the tsx CLI's extra parent process, so the pid is the service's own. Its
+ * output goes to a file in `dir`.
  */
-export function startService (name: string, entry: string, env: Record<string, string>, dir: string, nodeArgs: string[] = []): Service {
+export function startService (name: string, packageDir: string, entry: string, env: Record<string, string>, dir: string, extraNodeArgs: string[] = []): Service {
+  const nodeArgs = [...startScriptFlags(packageDir), ...extraNodeArgs]
   const logFile = join(dir, `${name}.log`)
   const fd = openSync(logFile, 'w')
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${packageDir}/${entry}`], {
     cwd: new URL('.', repoRoot).pathname, env: serviceEnv(env), stdio: ['ignore', fd, fd]
   })
   closeSync(fd)
