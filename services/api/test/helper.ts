@@ -5,6 +5,7 @@
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto'
 import { agencies, type AgencyKind, type AgencyService, type Database, openDatabase, type Role, users } from '@haven/schema'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { Redis } from 'ioredis'
 import type { DestinationStream } from 'pino'
 import postgres from 'postgres'
 import type { Test } from 'tap'
@@ -32,6 +33,8 @@ export const testConfig = (overrides: Record<string, string> = {}): ApiConfig =>
 export interface Harness {
   app: FastifyInstance
   database: Database
+  /** The app's own Redis client (readiness only). */
+  redis: Redis
   /** An address of its own for each harness, so sign-in throttling in one test can't touch another. */
   ip: string
 }
@@ -54,7 +57,7 @@ export async function buildHarness (t: Test, { env = {}, logStream, onQuery }: H
     redis.disconnect()
     await database.close()
   })
-  return { app, database, ip: randomIp() }
+  return { app, database, redis, ip: randomIp() }
 }
 
 export const randomIp = () => `10.${randomBytes(1)[0]}.${randomBytes(1)[0]}.${randomBytes(1)[0]}`

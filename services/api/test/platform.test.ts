@@ -34,6 +34,15 @@ t.test('liveness, readiness and docs', async (t) => {
   }
 })
 
+t.test('readiness waits for a Redis connection that is being made instead of calling it down', async (t) => {
+  const h = await buildHarness(t)
+  h.redis.disconnect(true)
+  t.not(h.redis.status, 'ready', 'the client is reconnecting')
+  const ready = await h.app.inject({ method: 'GET', url: '/readyz' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ok', database: 'up', redis: 'up' })
+})
+
 t.test('readiness is 503 when Redis is down, and the API keeps serving', async (t) => {
   const h = await buildHarness(t, { env: { REDIS_URL: 'redis://127.0.0.1:1' } })
   const ready = await h.app.inject({ method: 'GET', url: '/readyz' })

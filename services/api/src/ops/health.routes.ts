@@ -13,6 +13,31 @@ async function answers (check: () => Promise<unknown>, ms: number): Promise<bool
   }
 }
 
+/**
+ * Pings Redis. The API's client has no offline queue (it must never make a request wait for
+ * Redis), so a ping sent while the client is still connecting — just after start, or mid
+ * reconnect — fails at once; wait for the connection within the same deadline instead of
+ * answering "down" for a Redis that is up.
+ */
+async function pingRedis (redis: Redis, ms: number): Promise<unknown> {
+  if (redis.status === 'connecting' || redis.status === 'connect' || redis.status === 'reconnecting') {
+    await new Promise<void>((resolve, reject) => {
+      const done = (error?: Error) => {
+        clearTimeout(timer)
+        redis.off('ready', ready)
+        redis.off('end', ended)
+        if (error === undefined) resolve(); else reject(error)
+      }
+      const ready = () => { done() }
+      const ended = () => { done(new Error('Redis connection ended')) }
+      const timer = setTimeout(() => { done(new Error('Redis is not connected')) }, ms)
+      redis.once('ready', ready)
+      redis.once('end', ended)
+    })
+  }
+  return await redis.ping()
+}
+
 export const healthRoutes: FastifyPluginAsync<{ database: Database, redis: Redis }> = async (app, { database, redis }) => {
   const probe = { config: { rateLimit: false }, logLevel: 'warn' } as const
   app.get('/healthz', {
@@ -26,7 +51,7 @@ export const healthRoutes: FastifyPluginAsync<{ database: Database, redis: Redis
   }, async (_request, reply) => {
     const [databaseUp, redisUp] = await Promise.all([
       answers(() => database.rows(sql`select 1`), 2000),
-      answers(() => redis.ping(), 1000)
+      answers(() => pingRedis(redis, 1000), 1000)
     ])
     const ready = databaseUp && redisUp
     return reply.code(ready ? 200 : 503).send({
