@@ -13,7 +13,7 @@
  *   generated (a new referral's id, the request id),
  * - a constant otherwise (passed with `-D`, so it reaches PostgreSQL as a parameter, as from the API).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -140,24 +140,32 @@ function serviceEnv (env: Record<string, string>): NodeJS.ProcessEnv {
   return { ...base, ...env }
 }
 
-/** The node flags a package's `start` script gives tsx (`tsx --flag … src/main.ts`). */
-export function startScriptFlags (packageDir: string): string[] {
+/** A package's `start` script, `node <flags> <bundle>`, split into its node flags and its module. */
+export function startScript (packageDir: string): { flags: string[], entry: string } {
   const manifest = JSON.parse(readFileSync(new URL(`${packageDir}/package.json`, repoRoot), 'utf8')) as { scripts?: { start?: string } }
-  const words = (manifest.scripts?.start ?? '').split(/\s+/)
-  return words[0] === 'tsx' ? words.slice(1).filter((word) => word.startsWith('--')) : []
+  const words = (manifest.scripts?.start ?? '').trim().split(/\s+/)
+  const entry = words[words.length - 1]
+  if (words[0] !== 'node' || entry === undefined || entry.startsWith('--')) throw new Error(`${packageDir}: the start script is not \`node <flags> <module>\``)
+  return { flags: words.slice(1, -1), entry }
 }
 
+let built = false
+
 /**
- * Starts `node <the start script's flags> --import tsx <packageDir>/<entry>`: what `pnpm --filter …
- * start` runs, without the tsx CLI's extra parent process, so the pid is the service's own. Its
- * output goes to a file in `dir`.
+ * Starts what `pnpm --filter … start` runs — the service's bundle under the start script's node
+ * flags — directly, so the pid is the service's own. Builds the bundles first, once per run, so
+ * the benchmark measures the code as it is. Its output goes to a file in `dir`.
  */
-export function startService (name: string, packageDir: string, entry: string, env: Record<string, string>, dir: string, extraNodeArgs: string[] = []): Service {
-  const nodeArgs = [...startScriptFlags(packageDir), ...extraNodeArgs]
+export function startService (name: string, packageDir: string, env: Record<string, string>, dir: string, extraNodeArgs: string[] = []): Service {
+  if (!built) {
+    execFileSync(process.execPath, ['--import', 'tsx', 'scripts/build.ts'], { cwd: new URL('.', repoRoot).pathname, stdio: ['ignore', 'ignore', 'inherit'] })
+    built = true
+  }
+  const { flags, entry } = startScript(packageDir)
   const logFile = join(dir, `${name}.log`)
   const fd = openSync(logFile, 'w')
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', `${packageDir}/${entry}`], {
-    cwd: new URL('.', repoRoot).pathname, env: serviceEnv(env), stdio: ['ignore', fd, fd]
+  const child = spawn(process.execPath, [...flags, ...extraNodeArgs, entry], {
+    cwd: new URL(`${packageDir}/`, repoRoot).pathname, env: serviceEnv(env), stdio: ['ignore', fd, fd]
   })
   closeSync(fd)
   const exited = new Promise<number | null>((resolve) => { child.on('exit', (code) => { resolve(code) }) })

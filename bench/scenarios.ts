@@ -60,12 +60,12 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
   const started: Service[] = []
   const stop = async () => { for (const service of started.reverse()) await service.stop() }
   try {
-    const api = startService('api', 'services/api', 'src/server.ts', env, dir, options.apiNodeArgs)
+    const api = startService('api', 'services/api', env, dir, options.apiNodeArgs)
     started.push(api)
     await waitUntilUp(api, `${base}/readyz`)
     let worker: Service | undefined
     if (options.worker) {
-      worker = startService('worker', 'services/worker', 'src/main.ts', env, dir)
+      worker = startService('worker', 'services/worker', env, dir)
       started.push(worker)
       await waitUntilUp(worker, `http://127.0.0.1:${metricsPort}/metrics`)
     }
