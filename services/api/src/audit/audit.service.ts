@@ -49,11 +49,10 @@ export async function listAuditEvents (db: Db, caller: Caller, context: AuditCon
   checkPeriod(query)
   const before = decodeCursor(query.cursor, ['number'])
   const limit = query.limit ?? defaultPageSize
-  return await db.transaction(async (tx) => {
-    const rows = await pageAuditEvents(tx, scope, filtersOf(query), { beforeSeq: before?.[0], limit })
-    await writeAuditEvent(tx, context, { action: 'audit.query', outcome: 'success', target: trail, referralId: query.referralId ?? null })
-    return toPage(rows, limit, keyOf, toAuditEvent)
-  })
+  // Reads write nothing but their audit event: no transaction (see referrals/referral-access.ts).
+  const rows = await pageAuditEvents(db, scope, filtersOf(query), { beforeSeq: before?.[0], limit })
+  await writeAuditEvent(db, context, { action: 'audit.query', outcome: 'success', target: trail, referralId: query.referralId ?? null })
+  return toPage(rows, limit, keyOf, toAuditEvent)
 }
 
 export interface AuditExport { contentType: string, filename: string, body: Readable }
@@ -98,11 +97,9 @@ export async function readAccessLog (db: Db, caller: Caller, context: AuditConte
   if (origin === undefined || !mayReadAccessLog(caller, origin)) {
     throw await refuse(db, context, { action: 'audit.query', target, referralId: origin !== undefined ? referralId : null }, notFound('referral'))
   }
-  return await db.transaction(async (tx) => {
-    const rows = await pageAuditEvents(tx, { kind: 'all' }, { referralId }, { beforeSeq: before?.[0], limit })
-    await writeAuditEvent(tx, context, { action: 'audit.query', outcome: 'success', target, referralId })
-    return toPage(rows, limit, keyOf, toAuditEvent)
-  })
+  const rows = await pageAuditEvents(db, { kind: 'all' }, { referralId }, { beforeSeq: before?.[0], limit })
+  await writeAuditEvent(db, context, { action: 'audit.query', outcome: 'success', target, referralId })
+  return toPage(rows, limit, keyOf, toAuditEvent)
 }
 
 /**
@@ -117,11 +114,8 @@ export async function verifyTrail (db: Db, caller: Caller, context: AuditContext
 
 export async function readLatestCheckpoint (db: Db, caller: Caller, context: AuditContext): Promise<AuditCheckpoint> {
   if (!mayReadCheckpoints(caller)) throw await refuse(db, context, { action: 'audit.query', target: trail }, forbidden('Only auditors read checkpoints.'))
-  const row = await db.transaction(async (tx) => {
-    const latest = await latestCheckpoint(tx)
-    await writeAuditEvent(tx, context, { action: 'audit.query', outcome: 'success', target: trail })
-    return latest
-  })
+  const row = await latestCheckpoint(db)
+  await writeAuditEvent(db, context, { action: 'audit.query', outcome: 'success', target: trail })
   if (row === undefined) throw new HttpProblem(404, 'not-found', 'Not found', 'No checkpoint has been signed yet.')
   return { size: Number(row.size), headHash: row.head_hash, signedAt: row.signed_at, signature: row.signature, publicKey: row.public_key }
 }

@@ -90,13 +90,12 @@ export async function readReferral (db: Db, caller: Caller, context: AuditContex
 /** Summaries only; the audit trail records each referral the page returned. */
 export async function listReferralSummaries (db: Db, caller: Caller, context: AuditContext, query: ReferralListQuery) {
   await requireContentRole(db, caller, context, 'referral.list', null)
-  return await db.transaction(async (tx) => {
-    const page = await listReferrals(tx, caller.agencyId, query)
-    await writeAuditEvents(tx, context, page.items.length === 0
-      ? [{ action: 'referral.list', outcome: 'success' }]
-      : page.items.map((item) => ({ action: 'referral.list' as const, outcome: 'success' as const, referralId: item.id, target: { type: 'referral' as const, id: item.id } })))
-    return page
-  })
+  // A read: no transaction, as in withReferral; the page's audit events are one statement.
+  const page = await listReferrals(db, caller.agencyId, query)
+  await writeAuditEvents(db, context, page.items.length === 0
+    ? [{ action: 'referral.list', outcome: 'success' }]
+    : page.items.map((item) => ({ action: 'referral.list' as const, outcome: 'success' as const, referralId: item.id, target: { type: 'referral' as const, id: item.id } })))
+  return page
 }
 
 /** `If-Match` as a version number; `*` matches any. */
