@@ -3,10 +3,16 @@
  * draining its queue first. Payloads carry ids only — a processor re-reads what it needs, and does
  * nothing when the work is already done or the record is gone.
  */
+import { createHash } from 'node:crypto'
 
 export interface JobPayloads {
-  /** An outbox message, to its recipients on every channel (in-app rows are written here). */
-  'event.fanout': { outboxId: string }
+  /**
+   * A relay batch of outbox messages, to their recipients on every channel (in-app rows are written
+   * here). One job per batch, not per message: each message's own record (`processed_at`) is what
+   * makes a re-run a no-op. Jobs queued before batches carried one `outboxId`; the worker still
+   * takes those.
+   */
+  'event.fanout': { outboxIds: string[] }
   /** One email about one event to one agency's shared inbox. */
   'email.send': { eventId: string, agencyId: string }
   /** One event to one webhook endpoint. */
@@ -36,7 +42,8 @@ export const queueOf: Record<JobName, QueueSettings> = {
  * after Redis lost its data) adds nothing while the first job exists.
  */
 export const jobIdOf = {
-  'event.fanout': (p: JobPayloads['event.fanout']) => `event-${p.outboxId}`,
+  /** The same batch again (the relay re-run after a crash) is the same job. */
+  'event.fanout': (p: JobPayloads['event.fanout']) => `events-${createHash('sha256').update([...p.outboxIds].sort().join(',')).digest('hex').slice(0, 32)}`,
   'email.send': (p: JobPayloads['email.send']) => `email-${p.eventId}-${p.agencyId}`,
   'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`
 }

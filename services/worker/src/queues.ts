@@ -35,8 +35,10 @@ export function createQueues (connection: Redis, prefix: string) {
       if (jobs.length === 0) return
       await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), jobId: job.jobId } })))
     },
+    /** One fan-out job for the whole batch. */
     async addFanout (outboxIds: string[]) {
-      await this.addBulk('event.fanout', outboxIds.map((outboxId) => ({ payload: { outboxId }, jobId: jobIdOf['event.fanout']({ outboxId }) })))
+      if (outboxIds.length === 0) return
+      await this.addBulk('event.fanout', [{ payload: { outboxIds }, jobId: jobIdOf['event.fanout']({ outboxIds }) }])
     },
     async addEmails (emails: JobPayloads['email.send'][]) {
       await this.addBulk('email.send', emails.map((payload) => ({ payload, jobId: jobIdOf['email.send'](payload) })))

@@ -68,7 +68,12 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       stalledInterval: config.jobLockMs
     })
   const workers = [
-    consume('event.fanout', async ({ outboxId }) => await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxId)),
+    consume('event.fanout', async (payload) => {
+      // A job queued before fan-out went by batches carries one `outboxId`.
+      const legacy = (payload as { outboxId?: string }).outboxId
+      const outboxIds = Array.isArray(payload.outboxIds) ? payload.outboxIds : legacy !== undefined ? [legacy] : []
+      return await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxIds)
+    }),
     consume('email.send', async (payload, job) => {
       if (transport === undefined) return
       try {
