@@ -7,8 +7,8 @@ import { createHash } from 'node:crypto'
 
 export interface JobPayloads {
   /**
-   * A relay batch of outbox messages, to their recipients on every channel (in-app rows are written
-   * here). One job per batch, not per message: each message's own record (`processed_at`) is what
+   * Outbox messages of one relay batch (up to 50 per job), to their recipients on every channel
+   * (in-app rows are written here). One job for many messages, not one each: each message's own record (`processed_at`) is what
    * makes a re-run a no-op. Jobs queued before batches carried one `outboxId`; the worker still
    * takes those.
    */
@@ -31,10 +31,14 @@ export interface QueueSettings {
 }
 
 export const queueOf: Record<JobName, QueueSettings> = {
-  'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 8 },
+  // Jobs of up to 50 messages: a few at a time finish one by one, so deliveries start while the
+  // rest of a backlog is fanned out (eight at once on two cores all finished together, late).
+  'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 4 },
   'email.send': { name: 'haven-email', attempts: 8, backoffMs: 5_000, concurrency: 4 },
   // About 1 s, 2 s, 4 s … 4 min: a failing endpoint is given up on after roughly 8 minutes.
-  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 16 }
+  // A delivery mostly waits (on the receiver, and on the batched statements it shares with the
+  // others), so 64 run at once; a receiver that hangs holds one slot for at most 10 s.
+  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 }
 }
 
 /**

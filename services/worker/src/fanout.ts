@@ -33,7 +33,7 @@ const routes = JSON.stringify(Object.entries(routing).map(([type, route]) => ({
 export interface FanoutDeps { database: Database, queues: Queues, emailEnabled: boolean }
 
 /**
- * One statement for a whole relay batch, whatever the number of messages and recipients: it reads
+ * One statement for a fan-out job's messages (up to 50), whatever the number of recipients: it reads
  * the messages not yet processed, records every channel's work and marks them processed (a single
  * statement is atomic on its own). A message already processed, or one whose referral or recipient
  * is gone, gets nothing new. Per message this replaced two statements and a queue job of its own
