@@ -59,6 +59,8 @@ async function post (url: string, headers: Record<string, string>, body: string,
   })
 }
 
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
 /** What one delivery needs, read in one statement with the other deliveries starting at the same time. */
 interface DeliveryRow {
   id: string
@@ -87,6 +89,10 @@ interface DeliveryRow {
  */
 export function webhookStore (db: Db) {
   const load = batched<string, DeliveryRow | undefined>(async (ids) => {
+    // One malformed id would fail the statement for every delivery batched with it: such a job finds
+    // nothing, as a job whose delivery is gone does.
+    const wellFormed = ids.filter((id) => uuidPattern.test(id))
+    if (wellFormed.length === 0) return ids.map(() => undefined)
     const rows = await rowsOf<DeliveryRow>(db, sql`
       select d.id::text, d.status, d.event_id::text, d.type, w.id::text as webhook_id, w.agency_id::text, w.url, w.secret,
         (w.status = 'active' and w.deleted_at is null) as webhook_active,
@@ -96,9 +102,9 @@ export function webhookStore (db: Db) {
       join webhooks w on w.id = d.webhook_id
       left join outbox o on o.id = d.event_id
       left join referrals r on r.id = (o.payload->>'referralId')::uuid
-      where d.id = any(${`{${ids.join(',')}}`}::uuid[])`)
+      where d.id = any(${`{${wellFormed.join(',')}}`}::uuid[])`)
     const byId = new Map(rows.map((row) => [row.id, row]))
-    return ids.map((id) => byId.get(id))
+    return ids.map((id) => byId.get(id.toLowerCase()))
   })
   const markDelivered = batched<{ id: string, statusCode: number }, void>(async (delivered) => {
     await db.execute(sql`
