@@ -2,10 +2,13 @@
  * `pnpm bench:notifications`: commit-to-webhook latency and delivery throughput of the notification
  * worker, next to the raw BullMQ add-and-process rate on the same Redis, measured in the same run.
  *
- * 1. baseline: N no-op jobs added one by one and processed by one worker (concurrency as ours);
- * 2. throughput: N shares created through the API while the worker is stopped, then the worker is
+ * 1. throughput: N shares created through the API while the worker is stopped, then the worker is
  *    started and the time until the receiver has all N webhooks is measured (outbox → relay →
  *    fan-out job → delivery job → signed POST → recorded);
+ * 2. baseline, right before the worker starts (the machine is shared: the nearer in time, the fairer):
+ *    N no-op jobs added one by one and processed by one worker with our webhook queue's concurrency;
+ *    the ratio is against this. Next to it, for reference, the same jobs added with addBulk (200 a
+ *    round trip, as the worker adds its own): a stronger baseline, reported, not the target;
  * 3. latency: N shares created through the API at a steady pace with the worker running; for each
  *    webhook, receipt time minus the event's commit time (occurredAt).
  * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL.
@@ -17,7 +20,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
-import { agencies, openDatabase, sql, users } from '@haven/schema'
+import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
 import { loadWorkerConfig, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
@@ -31,7 +34,7 @@ const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const say = (line: string) => { process.stderr.write(`${line}\n`) }
 const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(p * values.length))] ?? 0
 
-async function rawBullmq (): Promise<number> {
+async function rawBullmq (bulk: boolean): Promise<number> {
   const prefix = `bench-${randomUUID().slice(0, 8)}`
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
   const queue = new Queue('raw', { connection, prefix })
@@ -41,10 +44,16 @@ async function rawBullmq (): Promise<number> {
   const worker = new Worker('raw', async () => {
     done++
     if (done === N) allDone()
-  }, { connection, prefix, concurrency: 16 })
+  }, { connection, prefix, concurrency: queueOf['webhook.deliver'].concurrency })
   worker.on('error', () => {})
   const started = performance.now()
-  for (let i = 0; i < N; i++) await queue.add('noop', { i }, { jobId: `raw-${i}`, removeOnComplete: true })
+  if (bulk) {
+    for (let i = 0; i < N; i += 200) {
+      await queue.addBulk(Array.from({ length: Math.min(200, N - i) }, (_, k) => ({ name: 'noop', data: { i: i + k }, opts: { jobId: `raw-${i + k}`, removeOnComplete: true } })))
+    }
+  } else {
+    for (let i = 0; i < N; i++) await queue.add('noop', { i }, { jobId: `raw-${i}`, removeOnComplete: true })
+  }
   await finished
   const seconds = (performance.now() - started) / 1000
   await worker.close()
@@ -63,10 +72,6 @@ async function main () {
   const databaseUrl = url.toString()
   const database = await openDatabase({ url: databaseUrl, max: 10 })
   await database.migrate()
-
-  say(`raw BullMQ: adding and processing ${N} jobs…`)
-  const rawRate = await rawBullmq()
-  say(`  ${rawRate.toFixed(0)} jobs/s`)
 
   const received: { at: number, occurredAt: number }[] = []
   const receiver = createServer((request, response) => {
@@ -121,6 +126,10 @@ async function main () {
 
   say(`throughput: creating ${N} shares with the worker stopped…`)
   await createShares(N)
+  say(`raw BullMQ: adding and processing ${N} jobs, one by one, then in bulk…`)
+  const rawRate = await rawBullmq(false)
+  const rawBulkRate = await rawBullmq(true)
+  say(`  ${rawRate.toFixed(0)} jobs/s one by one, ${rawBulkRate.toFixed(0)} jobs/s in bulk`)
   const started = performance.now()
   let worker = await startWorker(workerConfig)
   await waitForDeliveries(N)
@@ -148,6 +157,8 @@ async function main () {
     rawBullmqJobsPerSecond: Math.round(rawRate),
     deliveriesPerSecond: Math.round(deliveryRate),
     ratioToRawBullmq: Number((deliveryRate / rawRate).toFixed(2)),
+    rawBullmqBulkJobsPerSecond: Math.round(rawBulkRate),
+    ratioToRawBullmqBulk: Number((deliveryRate / rawBulkRate).toFixed(2)),
     commitToEnqueueMs: { p50: Math.round(percentile(enqueueMs, 0.5)), p99: Math.round(percentile(enqueueMs, 0.99)) },
     commitToWebhookMs: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: Math.max(...latencies) },
     apiRequestsPerSecondWhileDelivering: Math.round(apiRate)

@@ -3,10 +3,16 @@
  * draining its queue first. Payloads carry ids only — a processor re-reads what it needs, and does
  * nothing when the work is already done or the record is gone.
  */
+import { createHash } from 'node:crypto'
 
 export interface JobPayloads {
-  /** An outbox message, to its recipients on every channel (in-app rows are written here). */
-  'event.fanout': { outboxId: string }
+  /**
+   * Outbox messages of one relay batch (up to 50 per job), to their recipients on every channel
+   * (in-app rows are written here). One job for many messages, not one each: each message's own record (`processed_at`) is what
+   * makes a re-run a no-op. Jobs queued before batches carried one `outboxId`; the worker still
+   * takes those.
+   */
+  'event.fanout': { outboxIds: string[] }
   /** One email about one event to one agency's shared inbox. */
   'email.send': { eventId: string, agencyId: string }
   /** One event to one webhook endpoint. */
@@ -25,10 +31,14 @@ export interface QueueSettings {
 }
 
 export const queueOf: Record<JobName, QueueSettings> = {
-  'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 8 },
+  // Jobs of up to 50 messages: a few at a time finish one by one, so deliveries start while the
+  // rest of a backlog is fanned out (eight at once on two cores all finished together, late).
+  'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 4 },
   'email.send': { name: 'haven-email', attempts: 8, backoffMs: 5_000, concurrency: 4 },
   // About 1 s, 2 s, 4 s … 4 min: a failing endpoint is given up on after roughly 8 minutes.
-  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 16 }
+  // A delivery mostly waits (on the receiver, and on the batched statements it shares with the
+  // others), so 64 run at once; a receiver that hangs holds one slot for at most 10 s.
+  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 }
 }
 
 /**
@@ -36,7 +46,8 @@ export const queueOf: Record<JobName, QueueSettings> = {
  * after Redis lost its data) adds nothing while the first job exists.
  */
 export const jobIdOf = {
-  'event.fanout': (p: JobPayloads['event.fanout']) => `event-${p.outboxId}`,
+  /** The same batch again (the relay re-run after a crash) is the same job. */
+  'event.fanout': (p: JobPayloads['event.fanout']) => `events-${createHash('sha256').update([...p.outboxIds].sort().join(',')).digest('hex').slice(0, 32)}`,
   'email.send': (p: JobPayloads['email.send']) => `email-${p.eventId}-${p.agencyId}`,
   'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`
 }

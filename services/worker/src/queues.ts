@@ -4,6 +4,9 @@ import type { Redis } from 'ioredis'
 
 export type Queues = ReturnType<typeof createQueues>
 
+/** Messages per fan-out job: one relay batch of 200 becomes four jobs, added in one round trip. */
+const fanoutChunk = 50
+
 const jobOptions = (name: JobName) => ({
   attempts: queueOf[name].attempts,
   backoff: { type: 'exponential' as const, delay: queueOf[name].backoffMs, jitter: 0.5 },
@@ -36,7 +39,9 @@ export function createQueues (connection: Redis, prefix: string) {
       await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), jobId: job.jobId } })))
     },
     async addFanout (outboxIds: string[]) {
-      await this.addBulk('event.fanout', outboxIds.map((outboxId) => ({ payload: { outboxId }, jobId: jobIdOf['event.fanout']({ outboxId }) })))
+      const chunks: string[][] = []
+      for (let i = 0; i < outboxIds.length; i += fanoutChunk) chunks.push(outboxIds.slice(i, i + fanoutChunk))
+      await this.addBulk('event.fanout', chunks.map((ids) => ({ payload: { outboxIds: ids }, jobId: jobIdOf['event.fanout']({ outboxIds: ids }) })))
     },
     async addEmails (emails: JobPayloads['email.send'][]) {
       await this.addBulk('email.send', emails.map((payload) => ({ payload, jobId: jobIdOf['email.send'](payload) })))

@@ -1,8 +1,8 @@
 /**
  * The outbox relay: hands committed outbox messages to the fan-out queue. It claims a batch with
  * FOR UPDATE SKIP LOCKED (several workers share the work without doing it twice), stamping
- * `relayed_at`, then adds one job per message with the message id as job id (a re-run after a crash
- * adds nothing new). A message not processed in time after it was relayed is handed
+ * `relayed_at`, then adds fan-out jobs of up to 50 messages in one round trip, each id derived from
+ * its message ids (a re-run after a crash adds nothing new). A message not processed in time after it was relayed is handed
  * over again — Redis may have lost it — and the job id again makes that harmless. It wakes on the
  * outbox NOTIFY and polls every second besides.
  */

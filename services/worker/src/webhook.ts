@@ -10,8 +10,9 @@
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, outbox, publicOnlyLookup, referrals, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
+import { type Db, type OutboxType, publicOnlyLookup, rowsOf, type Urgency, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
+import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
 import { webhookBody } from './messages.ts'
 
@@ -58,31 +59,84 @@ async function post (url: string, headers: Record<string, string>, body: string,
   })
 }
 
-export interface WebhookDeps { db: Db, allowPrivate: boolean, onDelivered?: (latencyMs: number) => void }
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** What one delivery needs, read in one statement with the other deliveries starting at the same time. */
+interface DeliveryRow {
+  id: string
+  status: string
+  event_id: string
+  type: OutboxType
+  webhook_id: string
+  agency_id: string
+  url: string
+  secret: string
+  webhook_active: boolean
+  /** Milliseconds since the epoch: raw rows carry timestamps as text under drizzle's drivers. */
+  occurred_ms: number | null
+  referral_id: string | null
+  share_id: string | null
+  event_agency_id: string | null
+  reference: string | null
+  urgency: Urgency | null
+}
+
+/**
+ * The reads and writes of deliveries, batched across the jobs that run at once (see batch.ts):
+ * per delivery they were two statements of their own, built by drizzle, which took more of the
+ * worker's CPU than the POST itself (`pnpm bench:notifications`, CPU profile). Failures stay one
+ * transaction each: they are rare, and they may switch an endpoint off.
+ */
+export function webhookStore (db: Db) {
+  const load = batched<string, DeliveryRow | undefined>(async (ids) => {
+    // One malformed id would fail the statement for every delivery batched with it: such a job finds
+    // nothing, as a job whose delivery is gone does.
+    const wellFormed = ids.filter((id) => uuidPattern.test(id))
+    if (wellFormed.length === 0) return ids.map(() => undefined)
+    const rows = await rowsOf<DeliveryRow>(db, sql`
+      select d.id::text, d.status, d.event_id::text, d.type, w.id::text as webhook_id, w.agency_id::text, w.url, w.secret,
+        (w.status = 'active' and w.deleted_at is null) as webhook_active,
+        (extract(epoch from o.created_at) * 1000)::float8 as occurred_ms, o.payload->>'referralId' as referral_id, o.payload->>'shareId' as share_id, o.payload->>'agencyId' as event_agency_id,
+        r.reference, r.urgency
+      from webhook_deliveries d
+      join webhooks w on w.id = d.webhook_id
+      left join outbox o on o.id = d.event_id
+      left join referrals r on r.id = (o.payload->>'referralId')::uuid
+      where d.id = any(${`{${wellFormed.join(',')}}`}::uuid[])`)
+    const byId = new Map(rows.map((row) => [row.id, row]))
+    return ids.map((id) => byId.get(id.toLowerCase()))
+  })
+  const markDelivered = batched<{ id: string, statusCode: number }, void>(async (delivered) => {
+    await db.execute(sql`
+      with delivered as (
+        update webhook_deliveries d set status = 'delivered', attempts = d.attempts + 1, last_status_code = v.status_code, last_error = null,
+          last_attempt_at = now(), delivered_at = now()
+        from unnest(${`{${delivered.map((d) => d.id).join(',')}}`}::uuid[], ${`{${delivered.map((d) => d.statusCode).join(',')}}`}::int[]) as v(id, status_code)
+        where d.id = v.id
+        returning d.webhook_id
+      )
+      update webhooks set consecutive_failures = 0 where id in (select webhook_id from delivered) and consecutive_failures <> 0`)
+    return delivered.map(() => undefined)
+  })
+  return { load, markDelivered }
+}
+export type WebhookStore = ReturnType<typeof webhookStore>
+
+export interface WebhookDeps { db: Db, allowPrivate: boolean, store?: WebhookStore, onDelivered?: (latencyMs: number) => void }
 
 export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean): Promise<'delivered' | 'skipped'> {
+  const store = deps.store ?? webhookStore(deps.db)
   // One read: the delivery, its endpoint, and the facts of its event.
-  const [row] = await deps.db.select({
-    delivery: webhookDeliveries,
-    webhook: webhooks,
-    occurredAt: outbox.createdAt,
-    payload: outbox.payload,
-    reference: referrals.reference,
-    urgency: referrals.urgency
-  }).from(webhookDeliveries)
-    .innerJoin(webhooks, eq(webhooks.id, webhookDeliveries.webhookId))
-    .leftJoin(outbox, eq(outbox.id, webhookDeliveries.eventId))
-    .leftJoin(referrals, sql`${referrals.id} = (${outbox.payload}->>'referralId')::uuid`)
-    .where(eq(webhookDeliveries.id, deliveryId))
-  if (row === undefined || row.delivery.status !== 'pending') return 'skipped'
-  const { delivery, webhook } = row
-  const facts = row.payload === null || row.occurredAt === null || row.reference === null || row.urgency === null
+  const row = await store.load(deliveryId)
+  if (row === undefined || row.status !== 'pending') return 'skipped'
+  const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
-    : { eventId: delivery.eventId, type: delivery.type, occurredAt: row.occurredAt, referralId: row.payload.referralId, reference: row.reference, urgency: row.urgency, shareId: row.payload.shareId, agencyId: row.payload.agencyId }
-  if (webhook.status !== 'active' || webhook.deletedAt !== null || facts === undefined) {
+    : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
+  if (!row.webhook_active || facts === undefined) {
     await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' }).where(eq(webhookDeliveries.id, deliveryId))
     return 'skipped'
   }
+  const webhook = { id: row.webhook_id, agencyId: row.agency_id, url: row.url, secret: row.secret }
   // The URL again: an IP literal never reaches the lookup hook, and the endpoint was checked under
   // the settings of the day it was registered.
   const urlProblem = webhookUrlProblem(webhook.url, deps.allowPrivate)
@@ -93,15 +147,8 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   }
   const body = JSON.stringify(webhookBody(facts))
   try {
-    const status = await post(webhook.url, { 'haven-event-id': delivery.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
-    await deps.db.execute(sql`
-      with delivered as (
-        update webhook_deliveries set status = 'delivered', attempts = attempts + 1, last_status_code = ${status}, last_error = null,
-          last_attempt_at = now(), delivered_at = now()
-        where id = ${deliveryId}
-        returning webhook_id
-      )
-      update webhooks set consecutive_failures = 0 where id in (select webhook_id from delivered) and consecutive_failures <> 0`)
+    const status = await post(webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
+    await store.markDelivered({ id: deliveryId, statusCode: status })
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())
     return 'delivered'
   } catch (error) {

@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { deliverWebhook } from './webhook.ts'
+import { deliverWebhook, webhookStore } from './webhook.ts'
 
 export interface RunningWorker {
   log: Logger
@@ -59,6 +59,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   const transport = config.smtpUrl !== undefined ? createTransport(config.smtpUrl) : undefined
   if (transport === undefined) log.info('SMTP_URL is not set: the email channel is off')
 
+  const deliveries = webhookStore(database.db)
   const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job) => Promise<unknown>) =>
     new Worker(queueOf[name].name, async (job: Job) => await handler(job.data as JobPayloads[N], job), {
       connection: consumer,
@@ -68,7 +69,12 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       stalledInterval: config.jobLockMs
     })
   const workers = [
-    consume('event.fanout', async ({ outboxId }) => await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxId)),
+    consume('event.fanout', async (payload) => {
+      // A job queued before fan-out went by batches carries one `outboxId`.
+      const legacy = (payload as { outboxId?: string }).outboxId
+      const outboxIds = Array.isArray(payload.outboxIds) ? payload.outboxIds : legacy !== undefined ? [legacy] : []
+      return await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxIds)
+    }),
     consume('email.send', async (payload, job) => {
       if (transport === undefined) return
       try {
@@ -80,7 +86,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     }),
     consume('webhook.deliver', async ({ deliveryId }, job) => {
       try {
-        await deliverWebhook({ db: database.db, allowPrivate: config.webhookAllowPrivate, onDelivered: (ms) => { metrics.delivered('webhook', ms) } }, deliveryId, isFinalAttempt(job))
+        await deliverWebhook({ db: database.db, allowPrivate: config.webhookAllowPrivate, store: deliveries, onDelivered: (ms) => { metrics.delivered('webhook', ms) } }, deliveryId, isFinalAttempt(job))
       } catch (error) {
         metrics.failed('webhook')
         throw error
