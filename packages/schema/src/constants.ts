@@ -42,8 +42,11 @@ export type AuditAction = (typeof auditActions)[number]
 export const auditOutcomes = ['success', 'denied', 'error'] as const
 export type AuditOutcome = (typeof auditOutcomes)[number]
 
-/** What an audit event's `target` may point at. */
-export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session', 'notification', 'delivery'] as const
+/**
+ * What an audit event's `target` may point at. `unknown_account`: a failed sign-in with an email that
+ * has no account, named by a keyed hash of the email, never the email (services/api/src/auth/throttle.ts).
+ */
+export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session', 'notification', 'delivery', 'unknown_account'] as const
 export type AuditTargetType = (typeof auditTargetTypes)[number]
 
 // --- referrals --------------------------------------------------------------------------------

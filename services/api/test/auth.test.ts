@@ -1,6 +1,6 @@
 import { auditEvents, refreshTokens } from '@haven/schema'
-import { and, eq } from 'drizzle-orm'
-import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
+import { and, eq, like } from 'drizzle-orm'
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto'
 import { SignJWT } from 'jose'
 import t from 'tap'
 import { buildHarness, login, makeAgency, makeUser, password, signedIn, testConfig } from './helper.ts'
@@ -56,6 +56,32 @@ t.test('sign-in throttling', async (t) => {
     const res = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: '10.250.0.99' })
     t.equal(res.statusCode, 429)
     t.ok(Number(res.headers['retry-after']) > 0 && Number(res.headers['retry-after']) <= 900)
+  })
+
+  t.test('an email with no account is throttled exactly like an account, and the trail holds no email', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    const nobody = `${randomUUID()}@example.org`
+    const attempt = async (email: string, pw: string, i: number) => await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: pw }, remoteAddress: `192.0.2.${i + 1}` })
+    for (let i = 0; i < 5; i++) {
+      // The case and spacing of an email don't make it another sign-in name.
+      t.equal((await attempt(i % 2 === 0 ? nobody : ` ${nobody.toUpperCase()}`, 'wrong password!', i)).statusCode, 401)
+      t.equal((await attempt(user.email, 'wrong password!', i)).statusCode, 401)
+    }
+    const unknown = await attempt(nobody, 'wrong password!', 9)
+    const known = await attempt(user.email, password, 9)
+    t.equal(unknown.statusCode, 429)
+    t.equal(known.statusCode, 429)
+    t.equal(unknown.json().detail, known.json().detail)
+    for (const res of [unknown, known]) t.ok(Number(res.headers['retry-after']) > 0 && Number(res.headers['retry-after']) <= 900)
+    t.equal((await attempt(`other-${nobody}`, 'wrong password!', 9)).statusCode, 401, 'another unknown email is not locked')
+
+    const failed = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), like(auditEvents.ip, '192.0.2.%')))
+    const unknownFailures = failed.filter((e) => e.targetType === 'unknown_account')
+    t.equal(unknownFailures.length, 6, 'each failure of the unknown email is recorded')
+    t.equal(new Set(unknownFailures.map((e) => e.targetId)).size, 2, 'under one keyed hash per normalised email')
+    t.notOk(JSON.stringify(failed).toLowerCase().includes(nobody.split('@')[0] ?? nobody), 'no email in the audit rows')
   })
 
   t.test('per address: 20 failures from one address block it for every account', async (t) => {
