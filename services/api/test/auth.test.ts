@@ -84,6 +84,22 @@ t.test('sign-in throttling', async (t) => {
     t.notOk(JSON.stringify(failed).toLowerCase().includes(nobody.split('@')[0] ?? nobody), 'no email in the audit rows')
   })
 
+  t.test('20 wrong passwords at once: no more than the limit reach the password check', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    for (const email of [user.email, `${randomUUID()}@example.org`]) {
+      const answers = await Promise.all(Array.from({ length: 20 }, async (_, i) => await h.app.inject({
+        method: 'POST', url: '/v1/auth/login', payload: { email, password: 'wrong password!' }, remoteAddress: `198.51.100.${i + 1}`
+      })))
+      const statuses = answers.map((res) => res.statusCode)
+      t.equal(statuses.filter((s) => s === 401).length, 5, `${email === user.email ? 'an account' : 'an unknown email'}: exactly five are checked`)
+      t.equal(statuses.filter((s) => s === 429).length, 15, 'the rest are throttled')
+    }
+    const failed = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.targetId, user.id)))
+    t.equal(failed.length, 5, 'five failures recorded for the account')
+  })
+
   t.test('per address: 20 failures from one address block it for every account', async (t) => {
     const h = await buildHarness(t)
     const agency = await makeAgency(h)

@@ -12,7 +12,7 @@
  */
 import { createHmac, createPrivateKey, hkdfSync } from 'node:crypto'
 import { auditEvents, type AuditTargetType, type Db } from '@haven/schema'
-import { and, count, eq, gt, min } from 'drizzle-orm'
+import { and, count, eq, gt, min, sql } from 'drizzle-orm'
 
 export const throttleWindowMs = 15 * 60 * 1000
 export const maxFailuresPerAccount = 5
@@ -38,6 +38,16 @@ export function unknownAccountId (key: Buffer, email: string): string {
 
 /** What failed sign-ins are counted and recorded under: the account, or the email's pseudonym. */
 export interface SignInTarget { type: Extract<AuditTargetType, 'user' | 'unknown_account'>, id: string }
+
+/**
+ * Serialises the sign-ins of one account (or unknown email) until the transaction ends: the count,
+ * the password check and the recorded failure then act as one, whatever the number of API processes.
+ * The lock is held through the argon2 check, but only while the account is under its limit: once it
+ * is locked, each attempt holds it for one count.
+ */
+export async function lockSignInTarget (tx: Db, target: SignInTarget): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`haven.sign-in:${target.id}`}, 0))`)
+}
 
 /** Seconds until another attempt is allowed, or 0 when it is allowed now. */
 async function retryAfter (db: Db, column: typeof auditEvents.ip | typeof auditEvents.targetId, value: string, max: number): Promise<number> {
