@@ -116,6 +116,48 @@ t.test('sign-in throttling', async (t) => {
   })
 })
 
+t.test('X-Forwarded-For moves the throttled address only when it comes from a trusted proxy', async (t) => {
+  const attempts = async (h: Awaited<ReturnType<typeof buildHarness>>, remoteAddress: string, n: number, forwardedFor: (i: number) => string) => {
+    const statuses: number[] = []
+    for (let i = 0; i < n; i++) {
+      const res = await h.app.inject({
+        method: 'POST', url: '/v1/auth/login', payload: { email: `${randomUUID()}@example.org`, password: 'wrong password!' },
+        remoteAddress, headers: { 'x-forwarded-for': forwardedFor(i) }
+      })
+      statuses.push(res.statusCode)
+    }
+    return statuses
+  }
+
+  t.test('not trusted (the default): a new spoofed address each time changes nothing', async (t) => {
+    const h = await buildHarness(t)
+    const statuses = await attempts(h, h.ip, 21, (i) => `203.0.113.${i + 1}`)
+    t.same(statuses, [...Array(20).fill(401), 429], 'the 21st failure from one peer is throttled')
+    const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.ip, h.ip)))
+    t.equal(events.length, 20, 'the peer address is what is recorded')
+  })
+
+  t.test('trusted proxies by address: only their X-Forwarded-For counts', async (t) => {
+    const proxy = '198.18.0.1'
+    const h = await buildHarness(t, { env: { HAVEN_TRUST_PROXY: `${proxy}, 198.19.0.0/16` } })
+    const direct = await attempts(h, h.ip, 21, (i) => `203.0.113.${i + 1}`)
+    t.equal(direct.at(-1), 429, 'a client reaching the API directly cannot spoof its address')
+    const client = '203.0.113.200'
+    const viaProxy = await attempts(h, proxy, 21, (i) => `198.51.100.${i + 1}, ${client}`)
+    t.same(viaProxy, [...Array(20).fill(401), 429], 'through the proxy, the client it saw is throttled, whatever the client prepends')
+    const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.ip, client)))
+    t.equal(events.length, 20)
+  })
+
+  t.test('true and hop counts are refused at start, naming the variable', async (t) => {
+    for (const value of ['true', '1', '10.0.0.0/33', 'proxy.example.org']) {
+      t.throws(() => testConfig({ HAVEN_TRUST_PROXY: value }), /HAVEN_TRUST_PROXY/, value)
+    }
+    t.equal(testConfig({ HAVEN_TRUST_PROXY: 'false' }).trustProxy, false)
+    t.same(testConfig({ HAVEN_TRUST_PROXY: 'loopback,::1,fd00::/8' }).trustProxy, ['loopback', '::1', 'fd00::/8'])
+  })
+})
+
 t.test('refresh tokens', async (t) => {
   const h = await buildHarness(t)
   const agency = await makeAgency(h)
