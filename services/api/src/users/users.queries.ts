@@ -40,3 +40,11 @@ export async function countOtherActivePlatformAdmins (db: Db, exceptUserId: stri
     .where(and(sql`'platform_admin' = any(${users.roles})`, eq(users.status, 'active'), sql`${users.id} <> ${exceptUserId}`))
   return row?.n ?? 0
 }
+
+/**
+ * Serialises changes that may remove a platform admin, until the transaction ends, so the check
+ * that another active one remains and the change act as one.
+ */
+export async function lockPlatformAdmins (tx: Db): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('haven.platform-admins', 0))`)
+}
