@@ -35,7 +35,9 @@ export const auditActions = [
   'referral.create', 'referral.read', 'referral.list', 'referral.update', 'referral.close',
   'share.create', 'share.accept', 'share.decline', 'share.withdraw', 'share.close', 'share.expire',
   'note.create', 'timeline.read', 'webhook.create', 'webhook.delete',
-  'audit.query', 'audit.export', 'audit.verify'
+  'audit.query', 'audit.export', 'audit.verify',
+  // Extensions of the contract's names: reads of an agency's webhooks and deliveries, and a manual retry.
+  'webhook.list', 'delivery.list', 'delivery.retry'
 ] as const
 export type AuditAction = (typeof auditActions)[number]
 
