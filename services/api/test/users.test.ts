@@ -515,4 +515,20 @@ t.test('the last active platform admin stays, even when two admins remove each o
     }
     t.same(await activeAdmins(), [last.id])
   })
+
+  t.test('nor can the agency that holds every active platform admin be suspended', async (t) => {
+    const [lastId] = await activeAdmins()
+    const [last] = await h.database.db.select().from(users).where(eq(users.id, lastId ?? ''))
+    if (last === undefined) throw new Error('no admin left')
+    const tokens = await login(h, last.email)
+    const suspend = async (agencyId: string) => await h.app.inject({
+      method: 'PATCH', url: `/v1/agencies/${agencyId}`, payload: { status: 'suspended' }, headers: { authorization: `Bearer ${tokens.accessToken}` }, remoteAddress: h.ip
+    })
+    isProblem(t, await suspend(last.agencyId), 409)
+    const [agency] = await h.database.rows<{ status: string }>(sql`select status from agencies where id = ${last.agencyId}`)
+    t.equal(agency?.status, 'active', 'nothing changed')
+    const other = await signedIn(h, ['platform_admin'])
+    t.equal((await suspend(last.agencyId)).statusCode, 200, 'with an admin elsewhere it may be')
+    t.equal((await other.request({ method: 'GET', url: '/v1/me' })).statusCode, 200, 'an admin who can sign in remains')
+  })
 })

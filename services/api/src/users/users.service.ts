@@ -75,7 +75,7 @@ export async function updateUser (db: Db, caller: Caller, context: AuditContext,
     const current = await findUser(tx, id) ?? user
     const losesPlatformAdmin = current.status === 'active' && current.roles.includes('platform_admin') &&
       (patch.status === 'suspended' || (patch.roles !== undefined && !patch.roles.includes('platform_admin')))
-    if (losesPlatformAdmin && await countOtherActivePlatformAdmins(tx, id) === 0) {
+    if (losesPlatformAdmin && await countOtherActivePlatformAdmins(tx, { userId: id }) === 0) {
       throw conflict('This is the last active platform admin: appoint another before suspending or demoting this one.')
     }
     const [row] = await tx.update(users).set({ ...patch, updatedAt: sql`now()` }).where(eq(users.id, id)).returning()
