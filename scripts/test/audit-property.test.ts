@@ -159,7 +159,9 @@ async function perform (op: Operation, referrals: ModelReferral[]) {
       const from = op.kind === 'closeShare' ? 'accepted' : 'pending'
       if (share.status !== from) return await check(res, 409, [])
       const action = op.kind === 'accept' ? 'share.accept' : op.kind === 'decline' ? 'share.decline' : 'share.close'
-      await check(res, 200, [[action, 'success', referral.id, 'share', agencyId]])
+      // A share closed with an outcome note also records the note it wrote.
+      await check(res, 200, [[action, 'success', referral.id, 'share', agencyId],
+        ...(op.kind === 'closeShare' ? [['note.create', 'success', referral.id, 'note', null] as Expected] : [])])
       share.status = op.kind === 'accept' ? 'accepted' : op.kind === 'decline' ? 'declined' : 'closed'
       return
     }
@@ -169,6 +171,7 @@ async function perform (op: Operation, referrals: ModelReferral[]) {
       const open = referral.shares.filter((s) => s.status === 'pending' || s.status === 'accepted')
       await check(res, 200, [
         ...open.map((s): Expected => ['share.withdraw', 'success', referral.id, 'share', s.agencyId]),
+        ['note.create', 'success', referral.id, 'note', null],
         ['referral.close', 'success', referral.id, 'referral', null]
       ])
       referral.status = 'closed'

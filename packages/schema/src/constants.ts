@@ -35,15 +35,20 @@ export const auditActions = [
   'referral.create', 'referral.read', 'referral.list', 'referral.update', 'referral.close',
   'share.create', 'share.accept', 'share.decline', 'share.withdraw', 'share.close', 'share.expire',
   'note.create', 'timeline.read', 'webhook.create', 'webhook.delete',
-  'audit.query', 'audit.export', 'audit.verify'
+  'audit.query', 'audit.export', 'audit.verify',
+  // Extensions of the contract's names: reads of an agency's webhooks and deliveries, and a manual retry.
+  'webhook.list', 'delivery.list', 'delivery.retry'
 ] as const
 export type AuditAction = (typeof auditActions)[number]
 
 export const auditOutcomes = ['success', 'denied', 'error'] as const
 export type AuditOutcome = (typeof auditOutcomes)[number]
 
-/** What an audit event's `target` may point at. */
-export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session', 'notification', 'delivery'] as const
+/**
+ * What an audit event's `target` may point at. `unknown_account`: a failed sign-in with an email that
+ * has no account, named by a keyed hash of the email, never the email (services/api/src/auth/throttle.ts).
+ */
+export const auditTargetTypes = ['user', 'agency', 'referral', 'share', 'note', 'webhook', 'audit', 'session', 'notification', 'delivery', 'unknown_account'] as const
 export type AuditTargetType = (typeof auditTargetTypes)[number]
 
 // --- referrals --------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ export async function buildApp (deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger())
 
   await app.register(healthRoutes, { database, redis: deps.redis })
-  await app.register(authRoutes, { db: database.db })
+  await app.register(authRoutes, { db: database.db, keys: deps.keys })
   await app.register(agencyRoutes, { db: database.db })
   await app.register(userRoutes, { db: database.db })
   await app.register(referralRoutes, { db: database.db })

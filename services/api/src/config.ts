@@ -2,6 +2,7 @@
  * The API's configuration, read from the environment once at start and validated. A bad or missing
  * variable stops the process with a message naming it (see server.ts).
  */
+import { isIP } from 'node:net'
 
 export interface ApiConfig {
   env: 'production' | 'development' | 'test'
@@ -19,7 +20,12 @@ export interface ApiConfig {
   rateLimitUserPerMin: number
   rateLimitIpPerMin: number
   corsOrigins: string[]
-  trustProxy: boolean
+  /**
+   * Which peers may set the client address through X-Forwarded-For: none (false) or the proxies at
+   * these addresses/CIDRs. Never "anyone": the address is what sign-in throttling and the audit
+   * trail record.
+   */
+  trustProxy: false | string[]
   logLevel: string
   /** Allow http and private/loopback webhook targets (development and tests only). */
   webhookAllowPrivate: boolean
@@ -36,6 +42,17 @@ export class ConfigError extends Error {
 }
 
 type Env = Record<string, string | undefined>
+
+/** proxy-addr's names for address ranges, accepted in HAVEN_TRUST_PROXY's list. */
+const proxyRangeNames = ['loopback', 'linklocal', 'uniquelocal']
+
+function isAddressOrCidr (entry: string): boolean {
+  if (proxyRangeNames.includes(entry)) return true
+  const [address = '', prefix, ...rest] = entry.split('/')
+  const family = isIP(address)
+  if (family === 0 || rest.length > 0) return false
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128))
+}
 
 /** Reads and checks every variable, reporting all the bad ones at once. */
 export function loadConfig (env: Env = process.env): ApiConfig {
@@ -59,6 +76,29 @@ export function loadConfig (env: Env = process.env): ApiConfig {
     if (raw === undefined) return false
     if (raw !== 'true' && raw !== 'false') problems.push(`${name} must be "true" or "false" (got "${raw}")`)
     return raw === 'true'
+  }
+  /**
+   * `false`, or the addresses of the proxies in front of Haven. `true` (trust whoever connects) is
+   * refused, and so is a hop count: it trusts the nearest peers whoever they are, so a client that
+   * reaches Haven directly still picks its address (fastify 5.12 ignores hop counts for that reason).
+   */
+  const trustProxy = (name: string): ApiConfig['trustProxy'] => {
+    const raw = text(name)
+    if (raw === undefined || raw === 'false') return false
+    const instead = 'list the addresses or CIDRs of the proxies in front of Haven (e.g. 10.0.0.5,10.1.0.0/16)'
+    if (raw === 'true') {
+      problems.push(`${name}=true would let any client choose the address that sign-in throttling and the audit trail record: ${instead}`)
+      return false
+    }
+    if (/^\d+$/.test(raw)) {
+      problems.push(`${name}: a hop count ("${raw}") trusts whoever connects when the proxy is bypassed: ${instead}`)
+      return false
+    }
+    const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+    for (const entry of entries) {
+      if (!isAddressOrCidr(entry)) problems.push(`${name}: "${entry}" is not an IP address, a CIDR or one of ${proxyRangeNames.join(', ')}`)
+    }
+    return entries
   }
   const url = (name: string, fallback: string | undefined, protocols: string[]): string | undefined => {
     const raw = text(name) ?? fallback
@@ -92,7 +132,7 @@ export function loadConfig (env: Env = process.env): ApiConfig {
     rateLimitUserPerMin: integer('HAVEN_RATE_LIMIT_USER_PER_MIN', 600, 1, 1_000_000),
     rateLimitIpPerMin: integer('HAVEN_RATE_LIMIT_IP_PER_MIN', 120, 1, 1_000_000),
     corsOrigins: (text('HAVEN_CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter((o) => o !== ''),
-    trustProxy: boolean('HAVEN_TRUST_PROXY'),
+    trustProxy: trustProxy('HAVEN_TRUST_PROXY'),
     logLevel: text('LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
     webhookAllowPrivate: boolean('HAVEN_WEBHOOK_ALLOW_PRIVATE'),
     auditPublicKeyPem: text('HAVEN_AUDIT_PUBLIC_KEY'),

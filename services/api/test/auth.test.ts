@@ -1,6 +1,6 @@
 import { auditEvents, refreshTokens } from '@haven/schema'
-import { and, eq } from 'drizzle-orm'
-import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
+import { and, eq, like } from 'drizzle-orm'
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto'
 import { SignJWT } from 'jose'
 import t from 'tap'
 import { buildHarness, login, makeAgency, makeUser, password, signedIn, testConfig } from './helper.ts'
@@ -58,6 +58,48 @@ t.test('sign-in throttling', async (t) => {
     t.ok(Number(res.headers['retry-after']) > 0 && Number(res.headers['retry-after']) <= 900)
   })
 
+  t.test('an email with no account is throttled exactly like an account, and the trail holds no email', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    const nobody = `${randomUUID()}@example.org`
+    const attempt = async (email: string, pw: string, i: number) => await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: pw }, remoteAddress: `192.0.2.${i + 1}` })
+    for (let i = 0; i < 5; i++) {
+      // The case and spacing of an email don't make it another sign-in name.
+      t.equal((await attempt(i % 2 === 0 ? nobody : ` ${nobody.toUpperCase()}`, 'wrong password!', i)).statusCode, 401)
+      t.equal((await attempt(user.email, 'wrong password!', i)).statusCode, 401)
+    }
+    const unknown = await attempt(nobody, 'wrong password!', 9)
+    const known = await attempt(user.email, password, 9)
+    t.equal(unknown.statusCode, 429)
+    t.equal(known.statusCode, 429)
+    t.equal(unknown.json().detail, known.json().detail)
+    for (const res of [unknown, known]) t.ok(Number(res.headers['retry-after']) > 0 && Number(res.headers['retry-after']) <= 900)
+    t.equal((await attempt(`other-${nobody}`, 'wrong password!', 9)).statusCode, 401, 'another unknown email is not locked')
+
+    const failed = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), like(auditEvents.ip, '192.0.2.%')))
+    const unknownFailures = failed.filter((e) => e.targetType === 'unknown_account')
+    t.equal(unknownFailures.length, 6, 'each failure of the unknown email is recorded')
+    t.equal(new Set(unknownFailures.map((e) => e.targetId)).size, 2, 'under one keyed hash per normalised email')
+    t.notOk(JSON.stringify(failed).toLowerCase().includes(nobody.split('@')[0] ?? nobody), 'no email in the audit rows')
+  })
+
+  t.test('20 wrong passwords at once: no more than the limit reach the password check', async (t) => {
+    const h = await buildHarness(t)
+    const agency = await makeAgency(h)
+    const user = await makeUser(h, agency.id, ['caseworker'])
+    for (const email of [user.email, `${randomUUID()}@example.org`]) {
+      const answers = await Promise.all(Array.from({ length: 20 }, async (_, i) => await h.app.inject({
+        method: 'POST', url: '/v1/auth/login', payload: { email, password: 'wrong password!' }, remoteAddress: `198.51.100.${i + 1}`
+      })))
+      const statuses = answers.map((res) => res.statusCode)
+      t.equal(statuses.filter((s) => s === 401).length, 5, `${email === user.email ? 'an account' : 'an unknown email'}: exactly five are checked`)
+      t.equal(statuses.filter((s) => s === 429).length, 15, 'the rest are throttled')
+    }
+    const failed = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.targetId, user.id)))
+    t.equal(failed.length, 5, 'five failures recorded for the account')
+  })
+
   t.test('per address: 20 failures from one address block it for every account', async (t) => {
     const h = await buildHarness(t)
     const agency = await makeAgency(h)
@@ -71,6 +113,48 @@ t.test('sign-in throttling', async (t) => {
     t.ok(Number(blocked.headers['retry-after']) > 0)
     const elsewhere = await h.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password }, remoteAddress: '10.251.0.1' })
     t.equal(elsewhere.statusCode, 200, 'the account itself is not locked')
+  })
+})
+
+t.test('X-Forwarded-For moves the throttled address only when it comes from a trusted proxy', async (t) => {
+  const attempts = async (h: Awaited<ReturnType<typeof buildHarness>>, remoteAddress: string, n: number, forwardedFor: (i: number) => string) => {
+    const statuses: number[] = []
+    for (let i = 0; i < n; i++) {
+      const res = await h.app.inject({
+        method: 'POST', url: '/v1/auth/login', payload: { email: `${randomUUID()}@example.org`, password: 'wrong password!' },
+        remoteAddress, headers: { 'x-forwarded-for': forwardedFor(i) }
+      })
+      statuses.push(res.statusCode)
+    }
+    return statuses
+  }
+
+  t.test('not trusted (the default): a new spoofed address each time changes nothing', async (t) => {
+    const h = await buildHarness(t)
+    const statuses = await attempts(h, h.ip, 21, (i) => `203.0.113.${i + 1}`)
+    t.same(statuses, [...Array(20).fill(401), 429], 'the 21st failure from one peer is throttled')
+    const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.ip, h.ip)))
+    t.equal(events.length, 20, 'the peer address is what is recorded')
+  })
+
+  t.test('trusted proxies by address: only their X-Forwarded-For counts', async (t) => {
+    const proxy = '198.18.0.1'
+    const h = await buildHarness(t, { env: { HAVEN_TRUST_PROXY: `${proxy}, 198.19.0.0/16` } })
+    const direct = await attempts(h, h.ip, 21, (i) => `203.0.113.${i + 1}`)
+    t.equal(direct.at(-1), 429, 'a client reaching the API directly cannot spoof its address')
+    const client = '203.0.113.200'
+    const viaProxy = await attempts(h, proxy, 21, (i) => `198.51.100.${i + 1}, ${client}`)
+    t.same(viaProxy, [...Array(20).fill(401), 429], 'through the proxy, the client it saw is throttled, whatever the client prepends')
+    const events = await h.database.db.select().from(auditEvents).where(and(eq(auditEvents.action, 'auth.login_failed'), eq(auditEvents.ip, client)))
+    t.equal(events.length, 20)
+  })
+
+  t.test('true and hop counts are refused at start, naming the variable', async (t) => {
+    for (const value of ['true', '1', '10.0.0.0/33', 'proxy.example.org']) {
+      t.throws(() => testConfig({ HAVEN_TRUST_PROXY: value }), /HAVEN_TRUST_PROXY/, value)
+    }
+    t.equal(testConfig({ HAVEN_TRUST_PROXY: 'false' }).trustProxy, false)
+    t.same(testConfig({ HAVEN_TRUST_PROXY: 'loopback,::1,fd00::/8' }).trustProxy, ['loopback', '::1', 'fd00::/8'])
   })
 })
 

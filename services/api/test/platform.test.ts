@@ -191,6 +191,47 @@ t.test('input PostgreSQL would choke on is a 400, never a 500', async (t) => {
   }
 })
 
+t.test('UUIDs are accepted in upper case and answered in lower case, in paths and bodies', async (t) => {
+  const h = await buildHarness(t)
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const caseworker = await signedIn(h, ['caseworker'], ngo.id)
+  const upper = (id: string) => id.toUpperCase()
+
+  const created = await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.consent([upper(ngo.id)]) })
+  t.equal(created.statusCode, 201, 'sharingAllowedWith in upper case names a known agency')
+  const referral = created.json()
+  t.same(referral.consent.sharingAllowedWith, [ngo.id], 'kept in lower case')
+
+  const shared = await referrer.request({ method: 'POST', url: `/v1/referrals/${upper(referral.id)}/shares`, payload: { agencyId: upper(ngo.id) } })
+  t.equal(shared.statusCode, 201, 'a share to an upper-case agency id is covered by the consent')
+  const share = shared.json()
+  t.equal(share.agencyId, ngo.id)
+
+  const read = await caseworker.request({ method: 'GET', url: `/v1/referrals/${upper(referral.id)}` })
+  t.equal(read.statusCode, 200)
+  t.equal(read.json().id, referral.id)
+  const accepted = await caseworker.request({ method: 'POST', url: `/v1/referrals/${upper(referral.id)}/shares/${upper(share.id)}/accept` })
+  t.equal(accepted.statusCode, 200, 'a share id in upper case finds its share')
+  t.equal(accepted.json().id, share.id)
+  const note = await caseworker.request({ method: 'POST', url: `/v1/referrals/${upper(referral.id)}/notes`, payload: { body: 'Canary note', visibility: 'shared' } })
+  t.equal(note.statusCode, 201)
+  t.equal(note.json().referralId, referral.id)
+  const timeline = await referrer.request({ method: 'GET', url: `/v1/referrals/${upper(referral.id)}/timeline` })
+  t.equal(timeline.statusCode, 200)
+
+  const patched = await referrer.request({
+    method: 'PATCH', url: `/v1/referrals/${upper(referral.id)}`, headers: { 'if-match': '*' },
+    payload: { consent: { sharingAllowedWith: [upper(ngo.id), upper(police.id)] } }
+  })
+  t.equal(patched.statusCode, 200, 'a patch naming agencies in upper case')
+  t.same(patched.json().consent.sharingAllowedWith, [ngo.id, police.id])
+
+  const events = await h.database.rows<{ referral_id: string }>(sql`select referral_id::text from audit_events where referral_id = ${referral.id}`)
+  t.ok(events.length > 0 && events.every((event) => event.referral_id === referral.id), 'the trail names the referral by one id')
+})
+
 t.test('an unexpected error is logged without its message (a driver puts statement parameters there)', async (t) => {
   let logged = ''
   const logStream = new Writable({ write (chunk: Buffer, _encoding, done) { logged += chunk.toString(); done() } })

@@ -214,7 +214,8 @@ t.test('notes and the timeline', async (t) => {
   t.same(originTypes.filter((type: string) => type !== 'note.created'), ['referral.created', 'share.created', 'share.created', 'share.accepted'])
 
   const recipient = await timeline(s.caseworker)
-  t.same(notesIn(recipient), ['Recipient-only note', 'Shared by origin', 'Shared by recipient'])
+  t.same(shareA.scopes, [], 'a share granting no field group')
+  t.same(notesIn(recipient), ['Recipient-only note', 'Shared by origin', 'Shared by recipient'], 'still shows shared notes: they follow access, not scopes')
   t.ok(recipient.json().items.every((i: { type: string, shareId?: string }) => i.type === 'note.created' || i.shareId === shareA.id), 'only its own share\'s events')
 
   const pending = await timeline(otherCaseworker)

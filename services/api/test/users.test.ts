@@ -7,7 +7,7 @@ import { type AuditAction, auditEvents, type AuditOutcome, type AuditTargetType,
 import { eq, sql } from 'drizzle-orm'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { buildHarness, type Harness, login, makeAgency, makeUser, signedIn, unique } from './helper.ts'
+import { buildHarness, freshDatabaseUrl, type Harness, login, makeAgency, makeUser, signedIn, unique } from './helper.ts'
 
 type SignedIn = Awaited<ReturnType<typeof signedIn>>
 type Page = { items: User[], nextCursor: string | null }
@@ -367,8 +367,8 @@ t.test('PATCH /v1/users/:id', async (t) => {
     t.equal((await caseworker.request({ method: 'GET', url: '/v1/me' })).statusCode, 401)
   })
 
-  // 409 for suspending or demoting the last active platform admin is not tested here: other test
-  // files create platform admins in the same database, so "the last one" can't be arranged.
+  // 409 for the last active platform admin is tested below on a database of its own: other test
+  // files create platform admins in this one, so "the last one" can't be arranged here.
 
   t.test('401 without a token', async (t) => {
     await unchangedBy(t, (await makeAgency(h)).id, ['referrer'], async (id) => {
@@ -470,4 +470,65 @@ t.test('an agency admin cannot change its own roles (it would hand itself case c
   t.equal(res.statusCode, 403)
   t.equal((await admin.request({ method: 'GET', url: '/v1/referrals' })).statusCode, 403, 'still no case content')
   t.equal((await admin.request({ method: 'PATCH', url: `/v1/users/${admin.user.id}`, payload: { name: 'Renamed Admin' } })).statusCode, 200, 'its name it may change')
+})
+
+t.test('the last active platform admin stays, even when two admins remove each other at once', async (t) => {
+  const h = await buildHarness(t, { env: { DATABASE_URL: await freshDatabaseUrl(t) } })
+  const activeAdmins = async () => (await h.database.db.select().from(users))
+    .filter((u) => u.status === 'active' && u.roles.includes('platform_admin')).map((u) => u.id)
+  const race = async (changes: Array<[SignedIn, SignedIn, object]>) => await Promise.all(changes.map(async ([by, of, body]) =>
+    await by.request({ method: 'PATCH', url: `/v1/users/${of.user.id}`, payload: body })))
+
+  for (const [what, first, second] of [
+    ['suspend each other', { status: 'suspended' }, { status: 'suspended' }],
+    ['demote each other', { roles: ['caseworker'] }, { roles: ['caseworker'] }],
+    ['one suspends, the other demotes', { status: 'suspended' }, { roles: ['agency_admin'] }]
+  ] as const) {
+    t.test(what, async (t) => {
+      const [survivor] = await activeAdmins()
+      if (survivor !== undefined) {
+        // Leave exactly two active admins: the two about to race.
+        await h.database.db.update(users).set({ status: 'suspended' }).where(eq(users.id, survivor))
+      }
+      const a = await signedIn(h, ['platform_admin'])
+      const b = await signedIn(h, ['platform_admin'])
+      const answers = await race([[a, b, first], [b, a, second]])
+      const statuses = answers.map((res) => res.statusCode)
+      t.equal(statuses.filter((s) => s === 200).length, 1, 'one wins')
+      // The loser is told it would remove the last (409), or, when the winner's suspension of it
+      // committed before its request was authenticated, that it is no longer active (401).
+      const loser = answers.find((res) => res.statusCode !== 200)
+      t.ok(loser !== undefined && [401, 409].includes(loser.statusCode), `the other is refused (${statuses.join(', ')})`)
+      t.match(loser?.headers['content-type'], /problem\+json/)
+      t.equal((await activeAdmins()).length, 1, 'one active platform admin remains')
+    })
+  }
+
+  t.test('the last one cannot suspend or demote itself; nothing changes', async (t) => {
+    const [lastId] = await activeAdmins()
+    const [last] = await h.database.db.select().from(users).where(eq(users.id, lastId ?? ''))
+    if (last === undefined) throw new Error('no admin left')
+    const tokens = await login(h, last.email)
+    for (const body of [{ status: 'suspended' }, { roles: ['caseworker'] }]) {
+      const res = await h.app.inject({ method: 'PATCH', url: `/v1/users/${last.id}`, payload: body, headers: { authorization: `Bearer ${tokens.accessToken}` }, remoteAddress: h.ip })
+      isProblem(t, res, 409)
+    }
+    t.same(await activeAdmins(), [last.id])
+  })
+
+  t.test('nor can the agency that holds every active platform admin be suspended', async (t) => {
+    const [lastId] = await activeAdmins()
+    const [last] = await h.database.db.select().from(users).where(eq(users.id, lastId ?? ''))
+    if (last === undefined) throw new Error('no admin left')
+    const tokens = await login(h, last.email)
+    const suspend = async (agencyId: string) => await h.app.inject({
+      method: 'PATCH', url: `/v1/agencies/${agencyId}`, payload: { status: 'suspended' }, headers: { authorization: `Bearer ${tokens.accessToken}` }, remoteAddress: h.ip
+    })
+    isProblem(t, await suspend(last.agencyId), 409)
+    const [agency] = await h.database.rows<{ status: string }>(sql`select status from agencies where id = ${last.agencyId}`)
+    t.equal(agency?.status, 'active', 'nothing changed')
+    const other = await signedIn(h, ['platform_admin'])
+    t.equal((await suspend(last.agencyId)).statusCode, 200, 'with an admin elsewhere it may be')
+    t.equal((await other.request({ method: 'GET', url: '/v1/me' })).statusCode, 200, 'an admin who can sign in remains')
+  })
 })

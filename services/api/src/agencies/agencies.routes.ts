@@ -26,6 +26,6 @@ export const agencyRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, {
   }, async (request) => await getAgency(db, request.params.id))
 
   app.patch('/v1/agencies/:id', {
-    schema: { tags, security, summary: 'Edit an agency (platform_admin; agency_admin of it, not status)', params: IdParams, body: AgencyPatch, response: { 200: Agency, 400: Problem, 401: Problem, 403: Problem, 404: Problem } }
+    schema: { tags, security, summary: 'Edit an agency (platform_admin; agency_admin of it, not status)', params: IdParams, body: AgencyPatch, response: { 200: Agency, 400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem } }
   }, async (request) => await updateAgency(db, callerOf(request), auditContext(request), request.params.id, request.body))
 }

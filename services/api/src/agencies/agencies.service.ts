@@ -1,8 +1,9 @@
 import { agencies, type AgencyCreate, type AgencyPatch, type AuditContext, type Db, writeAuditEvent } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import { refuse } from '../audit.ts'
-import { forbidden, notFound } from '../errors.ts'
+import { conflict, forbidden, notFound } from '../errors.ts'
 import type { Caller } from '../plugins/auth.ts'
+import { countOtherActivePlatformAdmins, lockPlatformAdmins } from '../users/users.queries.ts'
 import { mayCreateAgency, mayUpdateAgency } from './agencies.policy.ts'
 import { findAgency, toAgency } from './agencies.queries.ts'
 
@@ -44,6 +45,13 @@ export async function updateAgency (db: Db, caller: Caller, context: AuditContex
         : 'You may only edit your own agency.'))
   }
   return await db.transaction(async (tx) => {
+    if (patch.status === 'suspended') {
+      // Suspending an agency signs out its platform admins too: one must remain elsewhere.
+      await lockPlatformAdmins(tx)
+      if (await countOtherActivePlatformAdmins(tx, { agencyId: id }) === 0) {
+        throw conflict('This agency holds every active platform admin: appoint one elsewhere before suspending it.')
+      }
+    }
     const [row] = await tx.update(agencies).set({ ...patch, updatedAt: sql`now()` }).where(eq(agencies.id, id)).returning()
     if (row === undefined) throw notFound('agency')
     await writeAuditEvent(tx, context, { action: 'agency.update', outcome: 'success', target })

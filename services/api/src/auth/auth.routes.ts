@@ -1,14 +1,18 @@
 import { type Db, LoginBody, Me, Problem, RefreshBody, TokenResponse } from '@haven/schema'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { auditContext, callerOf } from '../plugins/auth.ts'
+import type { SigningKeys } from '../keys.ts'
 import { login, logout, me, refresh } from './auth.service.ts'
+import { pseudonymKeyFrom } from './throttle.ts'
 
 const errors = { 400: Problem, 401: Problem, 429: Problem }
 
-export const authRoutes: FastifyPluginAsyncTypebox<{ db: Db }> = async (app, { db }) => {
+export const authRoutes: FastifyPluginAsyncTypebox<{ db: Db, keys: SigningKeys }> = async (app, { db, keys }) => {
+  const pseudonymKey = pseudonymKeyFrom(keys.privateKeyPem)
+
   app.post('/v1/auth/login', {
     schema: { tags: ['auth'], summary: 'Sign in with email and password', body: LoginBody, response: { 200: TokenResponse, ...errors } }
-  }, async (request) => await login(db, app, auditContext(request), request.body.email, request.body.password))
+  }, async (request) => await login(db, app, pseudonymKey, auditContext(request), request.body.email, request.body.password))
 
   app.post('/v1/auth/refresh', {
     schema: { tags: ['auth'], summary: 'Exchange a refresh token for new tokens (the old one is spent)', body: RefreshBody, response: { 200: TokenResponse, ...errors } }

@@ -10,7 +10,7 @@ import { and, eq, isNull, sql } from 'drizzle-orm'
 import { tooManyRequests, unauthorized } from '../errors.ts'
 import { accessTokenSeconds, type Caller } from '../plugins/auth.ts'
 import { verifyPassword } from './passwords.ts'
-import { accountRetryAfter, ipRetryAfter } from './throttle.ts'
+import { accountRetryAfter, ipRetryAfter, lockSignInTarget, type SignInTarget, unknownAccountId } from './throttle.ts'
 
 export const refreshTokenDays = 7
 
@@ -33,7 +33,13 @@ async function issueTokens (tx: Db, signer: TokenSigner, userId: string, familyI
 const actorOf = (user: { id: string, agencyId: string, roles: Caller['roles'] }) =>
   ({ userId: user.id, agencyId: user.agencyId, roles: user.roles })
 
-export async function login (db: Db, signer: TokenSigner, context: AuditContext, email: string, password: string): Promise<TokenResponse> {
+/**
+ * `pseudonymKey` names the failures of emails with no account (throttle.ts), so they lock exactly
+ * like an account does; an unknown email is also verified against a decoy hash, so timing doesn't tell.
+ * Counting an account's failures, checking the password and recording a failure happen under one
+ * lock per account, or parallel guesses would all count the same failures and all get through.
+ */
+export async function login (db: Db, signer: TokenSigner, pseudonymKey: Buffer, context: AuditContext, email: string, password: string): Promise<TokenResponse> {
   const ip = context.ip ?? 'unknown'
   const ipWait = await ipRetryAfter(db, ip)
   if (ipWait > 0) throw tooManyRequests(ipWait, 'Too many failed sign-ins from this address. Try again later.')
@@ -43,25 +49,25 @@ export async function login (db: Db, signer: TokenSigner, context: AuditContext,
     passwordHash: users.passwordHash, agencyStatus: agencies.status
   }).from(users).innerJoin(agencies, eq(agencies.id, users.agencyId))
     .where(sql`lower(${users.email}) = lower(${email.trim()})`)
-  if (user !== undefined) {
-    const accountWait = await accountRetryAfter(db, user.id)
-    if (accountWait > 0) throw tooManyRequests(accountWait, 'Too many failed sign-ins for this account. Try again later.')
-  }
+  const target: SignInTarget = user !== undefined ? { type: 'user', id: user.id } : { type: 'unknown_account', id: unknownAccountId(pseudonymKey, email) }
 
-  const passwordOk = await verifyPassword(user?.passwordHash, password)
-  if (user === undefined || !passwordOk || user.status !== 'active' || user.agencyStatus !== 'active') {
-    await writeAuditEvent(db, context, {
-      action: 'auth.login_failed',
-      outcome: 'denied',
-      ...(user !== undefined ? { target: { type: 'user', id: user.id } } : {})
-    })
-    throw signInRefused()
-  }
-  return await db.transaction(async (tx) => {
+  // The transaction returns what to answer, so a recorded failure commits though the caller gets an error.
+  const result = await db.transaction(async (tx): Promise<TokenResponse | { wait: number } | 'refused'> => {
+    await lockSignInTarget(tx, target)
+    const accountWait = await accountRetryAfter(tx, target)
+    if (accountWait > 0) return { wait: accountWait }
+    const passwordOk = await verifyPassword(user?.passwordHash, password)
+    if (user === undefined || !passwordOk || user.status !== 'active' || user.agencyStatus !== 'active') {
+      await writeAuditEvent(tx, context, { action: 'auth.login_failed', outcome: 'denied', target })
+      return 'refused'
+    }
     const tokens = await issueTokens(tx, signer, user.id, randomUUID())
     await writeAuditEvent(tx, { ...context, actor: actorOf(user) }, { action: 'auth.login', outcome: 'success', target: { type: 'user', id: user.id } })
     return tokens
   })
+  if (result === 'refused') throw signInRefused()
+  if ('wait' in result) throw tooManyRequests(result.wait, 'Too many failed sign-ins for this account. Try again later.')
+  return result
 }
 
 export async function refresh (db: Db, signer: TokenSigner, context: AuditContext, presented: string): Promise<TokenResponse> {

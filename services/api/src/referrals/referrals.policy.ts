@@ -63,6 +63,11 @@ export const mayAnswer = (caller: Caller, share: Pick<ShareRow, 'agencyId'>) =>
 export const mayWriteNotes = (access: Access) =>
   access.view === 'origin' || (access.view === 'scoped' && access.share.status === 'accepted')
 
-/** Notes a caller may read: its own agency's, and shared ones once it has more than a triage card. */
+/**
+ * Notes a caller may read: its own agency's, and shared ones once it has more than a triage card,
+ * whatever its share's scopes: DESIGN.md gives `shared` notes to every agency with current access,
+ * and scopes choose among the referral's field groups, which notes are not. A writer keeps a note
+ * from recipients with `agency` visibility.
+ */
 export const mayReadNote = (caller: Caller, access: Access, note: { agencyId: string, visibility: string }) =>
   (access.view === 'origin' || access.view === 'scoped') && (note.agencyId === caller.agencyId || note.visibility === 'shared')

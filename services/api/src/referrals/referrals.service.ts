@@ -135,7 +135,7 @@ export async function updateReferral (db: Db, caller: Caller, context: AuditCont
 
 /**
  * Closes a referral and withdraws its pending and accepted shares, each with its own audit event and
- * outbox row. A closing note is kept as an agency-only note of the origin.
+ * outbox row. A closing note is kept as an agency-only note of the origin, with its own `note.create`.
  */
 export async function closeReferral (db: Db, caller: Caller, context: AuditContext, id: string, body: ReferralClose) {
   return await withReferral(db, caller, context, { id, action: 'referral.close', lock: 'update' }, async (tx, { referral, shares: all, access }) => {
@@ -146,9 +146,12 @@ export async function closeReferral (db: Db, caller: Caller, context: AuditConte
     if (row === undefined) throw new Error('update returned no referral')
     const withdrawn = await tx.update(shares).set({ status: 'withdrawn', updatedAt: sql`now()` })
       .where(and(eq(shares.referralId, id), inArray(shares.status, ['pending', 'accepted']))).returning()
-    if (body.note !== undefined) await tx.insert(notes).values({ referralId: id, agencyId: caller.agencyId, authorId: caller.userId, body: body.note, visibility: 'agency' })
+    const [note] = body.note === undefined
+      ? []
+      : await tx.insert(notes).values({ referralId: id, agencyId: caller.agencyId, authorId: caller.userId, body: body.note, visibility: 'agency' }).returning({ id: notes.id })
     await writeAuditEvents(tx, context, [
       ...withdrawn.map((share) => ({ action: 'share.withdraw' as const, outcome: 'success' as const, referralId: id, target: { type: 'share' as const, id: share.id }, recipientAgencyId: share.agencyId })),
+      ...(note !== undefined ? [{ action: 'note.create' as const, outcome: 'success' as const, referralId: id, target: { type: 'note' as const, id: note.id } }] : []),
       { action: 'referral.close', outcome: 'success', referralId: id, target: { type: 'referral', id } }
     ])
     await writeOutbox(tx, [

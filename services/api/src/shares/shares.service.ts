@@ -86,7 +86,9 @@ export async function transitionShare (db: Db, caller: Caller, context: AuditCon
     const noteBody = details.note ?? details.reason
     if (noteBody !== undefined) {
       // An outcome note goes to everyone with access; a withdrawal reason stays with the origin.
-      await tx.insert(notes).values({ referralId, agencyId: caller.agencyId, authorId: caller.userId, body: noteBody, visibility: name === 'close' ? 'shared' : 'agency' })
+      const [note] = await tx.insert(notes).values({ referralId, agencyId: caller.agencyId, authorId: caller.userId, body: noteBody, visibility: name === 'close' ? 'shared' : 'agency' })
+        .returning({ id: notes.id })
+      await writeAuditEvent(tx, context, { action: 'note.create', outcome: 'success', referralId, target: { type: 'note', id: note?.id ?? null } })
     }
     await writeAuditEvent(tx, context, { action: transition.audit, outcome: 'success', referralId, target: { type: 'share', id: shareId }, recipientAgencyId: share.agencyId })
     await writeOutbox(tx, [{ type: transition.outbox, payload: { referralId, shareId, agencyId: share.agencyId } }])

@@ -1,4 +1,4 @@
-import { type Db, users } from '@haven/schema'
+import { agencies, type Db, users } from '@haven/schema'
 import { and, asc, eq, sql } from 'drizzle-orm'
 import { decodeCursor, defaultPageSize, toPage } from '../pagination.ts'
 
@@ -34,9 +34,24 @@ export async function listUsers (db: Db, agencyId: string, query: { limit?: numb
   return toPage(rows, limit, (row) => [row.createdAt.toISOString(), row.id], toUser)
 }
 
-/** Active platform admins other than `exceptUserId`: the platform must keep at least one. */
-export async function countOtherActivePlatformAdmins (db: Db, exceptUserId: string): Promise<number> {
-  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(users)
-    .where(and(sql`'platform_admin' = any(${users.roles})`, eq(users.status, 'active'), sql`${users.id} <> ${exceptUserId}`))
+/**
+ * Active platform admins whose agency is active too (a suspended agency's users can't sign in),
+ * leaving out one user or a whole agency: the platform must keep at least one.
+ */
+export async function countOtherActivePlatformAdmins (db: Db, except: { userId: string } | { agencyId: string }): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(users).innerJoin(agencies, eq(agencies.id, users.agencyId))
+    .where(and(
+      sql`'platform_admin' = any(${users.roles})`, eq(users.status, 'active'), eq(agencies.status, 'active'),
+      'userId' in except ? sql`${users.id} <> ${except.userId}` : sql`${users.agencyId} <> ${except.agencyId}`
+    ))
   return row?.n ?? 0
+}
+
+/**
+ * Serialises changes that may remove a platform admin (a user's suspension or demotion, an agency's
+ * suspension), until the transaction ends, so the check that another active one remains and the
+ * change act as one.
+ */
+export async function lockPlatformAdmins (tx: Db): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended('haven.platform-admins', 0))`)
 }

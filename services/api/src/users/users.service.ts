@@ -6,7 +6,7 @@ import { refuse } from '../audit.ts'
 import { hashPassword } from '../auth/passwords.ts'
 import { conflict, forbidden, isUniqueViolation, notFound } from '../errors.ts'
 import type { Caller } from '../plugins/auth.ts'
-import { countOtherActivePlatformAdmins, findUser, listUsers, toUser } from './users.queries.ts'
+import { countOtherActivePlatformAdmins, findUser, listUsers, lockPlatformAdmins, toUser } from './users.queries.ts'
 
 export async function createUser (db: Db, caller: Caller, context: AuditContext, agencyId: string, input: UserCreate) {
   if (await findAgency(db, agencyId) === undefined) throw notFound('agency')
@@ -69,12 +69,15 @@ export async function updateUser (db: Db, caller: Caller, context: AuditContext,
   if (!mayGrant(caller, patch.roles) || (!isPlatformAdmin(caller) && grantsPlatformRole(user.roles))) {
     throw await refuse(db, context, { action: 'user.update', target }, forbidden('Only a platform admin manages platform roles.'))
   }
-  const losesPlatformAdmin = user.roles.includes('platform_admin') &&
-    (patch.status === 'suspended' || (patch.roles !== undefined && !patch.roles.includes('platform_admin')))
-  if (losesPlatformAdmin && await countOtherActivePlatformAdmins(db, id) === 0) {
-    throw conflict('This is the last active platform admin: appoint another before suspending or demoting this one.')
-  }
   return await db.transaction(async (tx) => {
+    if (patch.status === 'suspended' || patch.roles !== undefined) await lockPlatformAdmins(tx)
+    // Re-read under the lock: two admins demoting each other at once must not both count the other.
+    const current = await findUser(tx, id) ?? user
+    const losesPlatformAdmin = current.status === 'active' && current.roles.includes('platform_admin') &&
+      (patch.status === 'suspended' || (patch.roles !== undefined && !patch.roles.includes('platform_admin')))
+    if (losesPlatformAdmin && await countOtherActivePlatformAdmins(tx, { userId: id }) === 0) {
+      throw conflict('This is the last active platform admin: appoint another before suspending or demoting this one.')
+    }
     const [row] = await tx.update(users).set({ ...patch, updatedAt: sql`now()` }).where(eq(users.id, id)).returning()
     if (row === undefined) throw notFound('user')
     await writeAuditEvent(tx, context, { action: 'user.update', outcome: 'success', target })

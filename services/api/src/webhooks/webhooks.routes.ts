@@ -25,7 +25,7 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ db: Db, config: ApiConfi
 
   app.get('/v1/agencies/:id/webhooks', {
     schema: { tags, security, summary: 'The agency\'s webhooks (no secrets)', params: IdParams, querystring: Type.Object({ ...PageQuery }, { additionalProperties: false }), response: { 200: WebhookPage, ...refusals } }
-  }, async (request) => await listWebhooks(db, callerOf(request), request.params.id, request.query))
+  }, async (request) => await listWebhooks(db, callerOf(request), auditContext(request), request.params.id, request.query))
 
   app.delete('/v1/agencies/:id/webhooks/:webhookId', {
     schema: { tags, security, summary: 'Delete a webhook', params: WebhookParams, response: { 204: { type: 'null' }, ...refusals } }
@@ -36,12 +36,12 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ db: Db, config: ApiConfi
 
   app.get('/v1/agencies/:id/webhooks/:webhookId/deliveries', {
     schema: { tags, security, summary: 'Deliveries to a webhook, newest first; ?status=failed for the failed ones', params: WebhookParams, querystring: DeliveryListQuery, response: { 200: DeliveryPage, ...refusals } }
-  }, async (request) => await listDeliveries(db, callerOf(request), request.params.id, request.params.webhookId, request.query))
+  }, async (request) => await listDeliveries(db, callerOf(request), auditContext(request), request.params.id, request.params.webhookId, request.query))
 
   app.post('/v1/agencies/:id/webhooks/:webhookId/deliveries/:deliveryId/retry', {
     schema: { tags, security, summary: 'Retry a failed delivery', params: DeliveryParams, response: { 202: { type: 'null' }, ...refusals, 409: Problem } }
   }, async (request, reply) => {
-    await retryDelivery(db, callerOf(request), request.params.id, request.params.webhookId, request.params.deliveryId)
+    await retryDelivery(db, callerOf(request), auditContext(request), request.params.id, request.params.webhookId, request.params.deliveryId)
     return await reply.code(202).send(null)
   })
 }

@@ -7,12 +7,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import {
-  type AuditContext, type Db, type DeliveryListQuery, webhookDeliveries, type WebhookCreate, webhookHostProblem, webhooks,
+  type AuditContext, type AuditEventInput, type Db, type DeliveryListQuery, webhookDeliveries, type WebhookCreate, webhookHostProblem, webhooks,
   webhookUrlProblem, writeAuditEvent
 } from '@haven/schema'
 import { and, desc, eq, isNull, sql } from 'drizzle-orm'
 import { refuse } from '../audit.ts'
-import { conflict, forbidden, notFound, unprocessable } from '../errors.ts'
+import { conflict, forbidden, HttpProblem, notFound, unprocessable } from '../errors.ts'
 import { decodeCursor, defaultPageSize, toPage } from '../pagination.ts'
 import type { Caller } from '../plugins/auth.ts'
 
@@ -36,15 +36,35 @@ export async function createWebhook (db: Db, caller: Caller, context: AuditConte
   })
 }
 
-export async function listWebhooks (db: Db, caller: Caller, agencyId: string, query: { limit?: number, cursor?: string }) {
-  if (!mayManageWebhooks(caller, agencyId)) throw notYours()
-  const limit = query.limit ?? defaultPageSize
-  const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
-  const rows = await db.select().from(webhooks).where(and(
-    eq(webhooks.agencyId, agencyId), isNull(webhooks.deletedAt),
-    after !== undefined ? sql`(${webhooks.createdAt}, ${webhooks.id}) > (${after[0]}::timestamptz, ${after[1]}::uuid)` : undefined
-  )).orderBy(webhooks.createdAt, webhooks.id).limit(limit + 1)
-  return toPage(rows, limit, (row) => [row.createdAt.toISOString(), row.id], toWebhook)
+/**
+ * A webhook read or retry in one transaction with its audit event (`webhook.list`, `delivery.list`,
+ * `delivery.retry`: extensions of the contract's action names). A refusal (403, 404, 409) is recorded
+ * under the same action as `denied`, in its own transaction, since the refused work has none.
+ */
+async function audited<T> (db: Db, context: AuditContext, event: Pick<AuditEventInput, 'action' | 'target'>, work: (tx: Db) => Promise<T>): Promise<T> {
+  try {
+    return await db.transaction(async (tx) => {
+      const result = await work(tx)
+      await writeAuditEvent(tx, context, { ...event, outcome: 'success' })
+      return result
+    })
+  } catch (error) {
+    if (error instanceof HttpProblem && error.status < 500) await writeAuditEvent(db, context, { ...event, outcome: 'denied' })
+    throw error
+  }
+}
+
+export async function listWebhooks (db: Db, caller: Caller, context: AuditContext, agencyId: string, query: { limit?: number, cursor?: string }) {
+  return await audited(db, context, { action: 'webhook.list', target: { type: 'agency', id: agencyId } }, async (tx) => {
+    if (!mayManageWebhooks(caller, agencyId)) throw notYours()
+    const limit = query.limit ?? defaultPageSize
+    const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
+    const rows = await tx.select().from(webhooks).where(and(
+      eq(webhooks.agencyId, agencyId), isNull(webhooks.deletedAt),
+      after !== undefined ? sql`(${webhooks.createdAt}, ${webhooks.id}) > (${after[0]}::timestamptz, ${after[1]}::uuid)` : undefined
+    )).orderBy(webhooks.createdAt, webhooks.id).limit(limit + 1)
+    return toPage(rows, limit, (row) => [row.createdAt.toISOString(), row.id], toWebhook)
+  })
 }
 
 async function findWebhook (db: Db, agencyId: string, webhookId: string) {
@@ -76,27 +96,29 @@ const toDelivery = (row: typeof webhookDeliveries.$inferSelect) => ({
   deliveredAt: row.deliveredAt?.toISOString() ?? null
 })
 
-export async function listDeliveries (db: Db, caller: Caller, agencyId: string, webhookId: string, query: DeliveryListQuery) {
-  if (!mayManageWebhooks(caller, agencyId)) throw notYours()
-  await findWebhook(db, agencyId, webhookId)
-  const limit = query.limit ?? defaultPageSize
-  const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
-  const rows = await db.select().from(webhookDeliveries).where(and(
-    eq(webhookDeliveries.webhookId, webhookId),
-    query.status !== undefined ? eq(webhookDeliveries.status, query.status) : undefined,
-    after !== undefined ? sql`(${webhookDeliveries.createdAt}, ${webhookDeliveries.id}) < (${after[0]}::timestamptz, ${after[1]}::uuid)` : undefined
-  )).orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id)).limit(limit + 1)
-  return toPage(rows, limit, (row) => [row.createdAt.toISOString(), row.id], toDelivery)
+export async function listDeliveries (db: Db, caller: Caller, context: AuditContext, agencyId: string, webhookId: string, query: DeliveryListQuery) {
+  return await audited(db, context, { action: 'delivery.list', target: { type: 'webhook', id: webhookId } }, async (tx) => {
+    if (!mayManageWebhooks(caller, agencyId)) throw notYours()
+    await findWebhook(tx, agencyId, webhookId)
+    const limit = query.limit ?? defaultPageSize
+    const after = decodeCursor(query.cursor, ['timestamp', 'uuid'])
+    const rows = await tx.select().from(webhookDeliveries).where(and(
+      eq(webhookDeliveries.webhookId, webhookId),
+      query.status !== undefined ? eq(webhookDeliveries.status, query.status) : undefined,
+      after !== undefined ? sql`(${webhookDeliveries.createdAt}, ${webhookDeliveries.id}) < (${after[0]}::timestamptz, ${after[1]}::uuid)` : undefined
+    )).orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id)).limit(limit + 1)
+    return toPage(rows, limit, (row) => [row.createdAt.toISOString(), row.id], toDelivery)
+  })
 }
 
 /**
  * Puts a failed delivery back in line: a new generation (a new queue job), fresh attempts. An
  * endpoint switched off for failing is switched on again: the admin asked for a delivery to it.
  */
-export async function retryDelivery (db: Db, caller: Caller, agencyId: string, webhookId: string, deliveryId: string) {
-  if (!mayManageWebhooks(caller, agencyId)) throw notYours()
-  await findWebhook(db, agencyId, webhookId)
-  await db.transaction(async (tx) => {
+export async function retryDelivery (db: Db, caller: Caller, context: AuditContext, agencyId: string, webhookId: string, deliveryId: string) {
+  await audited(db, context, { action: 'delivery.retry', target: { type: 'delivery', id: deliveryId } }, async (tx) => {
+    if (!mayManageWebhooks(caller, agencyId)) throw notYours()
+    await findWebhook(tx, agencyId, webhookId)
     const [row] = await tx.update(webhookDeliveries).set({
       status: 'pending', attempts: 0, generation: sql`${webhookDeliveries.generation} + 1`
     }).where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.webhookId, webhookId), eq(webhookDeliveries.status, 'failed'))).returning()

@@ -1,0 +1,1 @@
+ALTER TYPE "public"."audit_target_type" ADD VALUE 'unknown_account';
