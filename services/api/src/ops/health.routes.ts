@@ -13,29 +13,39 @@ async function answers (check: () => Promise<unknown>, ms: number): Promise<bool
   }
 }
 
+/** Resolves when the client is (again) ready; rejects when it gives up or after `ms`. */
+async function redisReady (redis: Redis, ms: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      clearTimeout(timer)
+      redis.off('ready', ready)
+      redis.off('end', ended)
+      if (error === undefined) resolve(); else reject(error)
+    }
+    const ready = () => { done() }
+    const ended = () => { done(new Error('Redis connection ended')) }
+    const timer = setTimeout(() => { done(new Error('Redis is not connected')) }, ms)
+    redis.once('ready', ready)
+    redis.once('end', ended)
+  })
+}
+
 /**
- * Pings Redis. The API's client has no offline queue (it must never make a request wait for
- * Redis), so a ping sent while the client is still connecting — just after start, or mid
- * reconnect — fails at once; wait for the connection within the same deadline instead of
- * answering "down" for a Redis that is up.
+ * Pings Redis within `ms`. The API's client has no offline queue (no request may wait for Redis),
+ * so a ping sent while the client is connecting or reconnecting — just after start, or while a
+ * dropped connection is being replaced — fails at once. Such a failure waits for the connection
+ * within the deadline and pings again, instead of answering "down" for a Redis that is up.
  */
 async function pingRedis (redis: Redis, ms: number): Promise<unknown> {
-  if (redis.status === 'connecting' || redis.status === 'connect' || redis.status === 'reconnecting') {
-    await new Promise<void>((resolve, reject) => {
-      const done = (error?: Error) => {
-        clearTimeout(timer)
-        redis.off('ready', ready)
-        redis.off('end', ended)
-        if (error === undefined) resolve(); else reject(error)
-      }
-      const ready = () => { done() }
-      const ended = () => { done(new Error('Redis connection ended')) }
-      const timer = setTimeout(() => { done(new Error('Redis is not connected')) }, ms)
-      redis.once('ready', ready)
-      redis.once('end', ended)
-    })
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      return await redis.ping()
+    } catch (error) {
+      if (redis.status === 'end' || Date.now() >= deadline) throw error
+      await redisReady(redis, deadline - Date.now())
+    }
   }
-  return await redis.ping()
 }
 
 export const healthRoutes: FastifyPluginAsync<{ database: Database, redis: Redis }> = async (app, { database, redis }) => {
