@@ -312,14 +312,16 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   const batchSize = options.batchSize ?? 5000
   const fileCheckpoint = options.checkpointFile !== undefined ? await readLatestFileCheckpoint(options.checkpointFile) : undefined
   // Checkpoints written while this runs are left for the next run: the chain read here may end before them.
+  // Each ORDER BY names the table's columns (`c.id`), not the text aliases of the select list, which
+  // would sort '9' after '10' and make a trail of ten or more checkpoints skip some.
   const [bound] = await rowsOf<CheckpointRow>(db, sql`
-    select id::text as id, size::text as size, head_hash, to_char(signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, signature
-    from audit_checkpoints order by id desc limit 1`)
+    select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+    from audit_checkpoints c order by c.id desc limit 1`)
   const latestDb = bound === undefined
     ? undefined
     : (await rowsOf<CheckpointRow>(db, sql`
-        select id::text as id, size::text as size, head_hash, to_char(signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, signature
-        from audit_checkpoints where id <= ${bound.id}::bigint order by size desc, id desc limit 1`))[0]
+        select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+        from audit_checkpoints c where c.id <= ${bound.id}::bigint order by c.size desc, c.id desc limit 1`))[0]
   const checkpoints = {
     database: latestDb !== undefined ? { size: Number(latestDb.size), signedAt: latestDb.signed_at } : null,
     file: fileCheckpoint !== undefined ? { size: fileCheckpoint.size, signedAt: fileCheckpoint.signedAt } : null
@@ -353,9 +355,9 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   const nextCheckpoint = async (): Promise<CheckpointRow | undefined> => {
     if (pending.length === 0 && !checkpointsDone && bound !== undefined) {
       pending = await rowsOf<CheckpointRow>(db, sql`
-        select id::text as id, size::text as size, head_hash, to_char(signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, signature
-        from audit_checkpoints where id <= ${bound.id}::bigint and size > ${checkpointsAfter}
-        order by size, id limit ${batchSize}`)
+        select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+        from audit_checkpoints c where c.id <= ${bound.id}::bigint and c.size > ${checkpointsAfter}
+        order by c.size, c.id limit ${batchSize}`)
       if (pending.length < batchSize) checkpointsDone = true
       const last = pending[pending.length - 1]
       if (last !== undefined) checkpointsAfter = Number(last.size)
