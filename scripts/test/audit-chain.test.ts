@@ -61,6 +61,78 @@ t.test('PostgreSQL hashes exactly the canonical bytes TypeScript defines, for an
   t.pass('150 arbitrary events hash the same in both')
 })
 
+t.test('the streaming walk is used on PostgreSQL and agrees with the precise walk, for any events and tamperings', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const publicKey = createPublicKey(keys.publicPem)
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  const policy = { batchSize: 50, checkpointEveryEvents: 7, checkpointIntervalSeconds: 3600 }
+  const statements: string[] = []
+  const { openDatabase } = await import('@haven/schema')
+  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
+  t.teardown(async () => { await counted.close() })
+  const both = async () => {
+    statements.length = 0
+    const streamed = await verifyAuditChain(counted.db, { publicKey })
+    const streamedCopies = statements.filter((s) => /^\s*copy \(/i.test(s)).length
+    const precise = await verifyAuditChain(counted.db, { publicKey, streaming: false })
+    return { streamed, precise, streamedCopies }
+  }
+
+  const text = fc.string({ unit: 'binary', maxLength: 40 }).map((v) => v.replaceAll('\u0000', ''))
+  const uuid = fc.option(fc.uuid(), { nil: null })
+  // Microseconds from 2000-01-01: mostly around now, sometimes far out (before 1970, after 9999: the precise walk's).
+  const micros = fc.oneof(
+    { weight: 4, arbitrary: fc.integer({ min: 8e14, max: 9e14 }) },
+    { weight: 1, arbitrary: fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }).map((n) => n - (n % 1_000_000) + (n % 7) * 100_000) }
+  )
+  const event = fc.record({
+    at: micros, roles: fc.array(fc.constantFrom(...roles), { maxLength: 4 }), requestId: fc.option(text, { nil: null }), ip: fc.option(text, { nil: null }),
+    actorUserId: uuid, actorAgencyId: uuid, referralId: uuid, targetId: uuid, recipientAgencyId: uuid,
+    action: fc.constantFrom(...auditActions), outcome: fc.constantFrom(...auditOutcomes),
+    targetType: fc.option(fc.constantFrom(...auditTargetTypes), { nil: null }), purpose: fc.constantFrom(...purposes)
+  })
+  await fc.assert(fc.asyncProperty(fc.array(event, { minLength: 1, maxLength: 12 }), async (events) => {
+    for (const e of events) {
+      await own.superuser`
+        insert into audit_events (occurred_at, actor_user_id, actor_agency_id, actor_roles, action, outcome, referral_id, target_type, target_id,
+                                  recipient_agency_id, purpose, request_id, ip)
+        values (timestamptz '2000-01-01 00:00:00Z' + ${String(e.at)}::bigint * interval '1 microsecond', ${e.actorUserId}::uuid, ${e.actorAgencyId}::uuid,
+                ${`{${e.roles.join(',')}}`}::role[], ${e.action}, ${e.outcome}, ${e.referralId}::uuid, ${e.targetType}, ${e.targetId}::uuid,
+                ${e.recipientAgencyId}::uuid, ${e.purpose}, ${e.requestId}, ${e.ip})`
+    }
+    await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, policy))
+    const { streamed, precise, streamedCopies } = await both()
+    if (!streamed.ok || JSON.stringify(streamed) !== JSON.stringify(precise)) {
+      throw new Error(`the walks disagree: ${JSON.stringify({ streamed, precise })}`)
+    }
+    if (streamedCopies !== 2) throw new Error(`the streaming walk was not used (${streamedCopies} COPY statements)`)
+  }), { numRuns: 40 })
+  const [{ n } = { n: 0 }] = await own.superuser`select count(*)::int as n from audit_seals`
+  t.ok(n >= 40, `${n} sealed events verified by both walks`)
+
+  // Tamperings, each at an earlier position than the last, so each becomes the first mismatch. The
+  // latest checkpoint is left alone: its signature is checked before any walk begins.
+  const tamperings: [string, (position: number) => Promise<unknown>][] = [
+    ['a checkpoint head', async (p) => { await tamper(own, async (sql) => { await sql`update audit_checkpoints set head_hash = ${'ab'.repeat(32)} where size = (select max(size) from audit_checkpoints where size <= ${p})` }) }],
+    ['a request id, to unicode', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set request_id = 'r\u00e9q-\u{1F600}' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['the time, by a microsecond', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set occurred_at = occurred_at + interval '1 microsecond' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['the roles', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set actor_roles = '{auditor,auditor}' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['a stored event hash, to upper case', async (p) => { await tamper(own, async (sql) => { await sql`update audit_seals set event_hash = upper(event_hash) where position = ${p}` }) }],
+    ['a seal', async (p) => { await tamper(own, async (sql) => { await sql`delete from audit_seals where position = ${p}` }) }]
+  ]
+  const [{ latest } = { latest: 0 }] = await own.superuser`select max(size)::int as latest from audit_checkpoints`
+  let position = latest + 7
+  for (const [what, change] of tamperings) {
+    position = Math.max(1, position - 8)
+    await change(position)
+    const { streamed, precise, streamedCopies } = await both()
+    t.equal(streamed.ok, false, `${what}: caught`)
+    t.same(streamed, precise, `${what}: both walks name the same first mismatch (${streamed.firstMismatch?.reason ?? 'none'})`)
+    t.equal(streamedCopies, 2, `${what}: found by the streaming walk first`)
+  }
+})
+
 /** A trail of `count` sealed events, checkpointed every 10, with an API on it and a platform auditor. */
 async function sealedTrail (t: Test, count = 35) {
   const own = await ownDatabase(t)

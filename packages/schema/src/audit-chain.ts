@@ -16,15 +16,17 @@
  * The chain's order is the seal order: events below the commit-order horizon, by (xid, seq). See
  * the sealer (services/worker/src/sealer.ts) for why that never skips a late commit.
  *
- * The canonical bytes are written twice, to the same specification: `canonicalEventBytes` in
- * TypeScript (the reference, for tests and anyone checking an export offline) and `eventHashSql`,
- * which lets PostgreSQL build and hash them where the rows are. Sealing and verification use the
- * SQL one: shipping every column as text to Node costs more than hashing (measured 2.4x slower). A
- * property test holds the two to the same bytes for arbitrary events.
+ * The canonical bytes are written three times, to the same specification: `canonicalEventBytes`
+ * in TypeScript (the reference, for tests and anyone checking an export offline), `eventHashSql`,
+ * which lets PostgreSQL build and hash them where the rows are (the sealer, and the precise
+ * verification walk), and the streaming verification walk's encoder (audit-chain-stream.ts), which
+ * builds them in Node from PostgreSQL's binary COPY values. Property tests hold them to the same
+ * bytes for arbitrary events.
  */
 import { createPublicKey, hash, type KeyObject, sign, verify } from 'node:crypto'
 import { open, readFile } from 'node:fs/promises'
 import { sql } from 'drizzle-orm'
+import { streamingClient, walkChainStreaming } from './audit-chain-stream.ts'
 import { roles } from './constants.ts'
 import { type Db, rowsOf } from './db.ts'
 
@@ -280,6 +282,11 @@ export interface VerifyOptions {
   /** The file sink; absent or missing file: only the database's checkpoints are checked. */
   checkpointFile?: string | undefined
   batchSize?: number
+  /**
+   * Walk the chain with the streaming fast path first when the database allows it (PostgreSQL with
+   * a pool of two or more connections); default true. False: the precise walk alone (tests compare them).
+   */
+  streaming?: boolean
 }
 
 interface SealRow {
@@ -305,8 +312,13 @@ const isoMillis = `'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'`
  * Recomputes the chain from the events, in seal order, and checks it against the stored seals, the
  * signed checkpoints (all of the database's, by hash; the latest of the database and of the file
  * sink, by signature too) and the events themselves: every event up to the last sealed one must be
- * in the chain. Reads in batches: memory stays flat whatever the size of the trail. Stops at the
- * first mismatch, which it names.
+ * in the chain. Stops at the first mismatch, which it names.
+ *
+ * On PostgreSQL the streaming walk (audit-chain-stream.ts) goes first and, in an intact trail, does
+ * everything. At the first position where it sees anything amiss it hands over to the precise walk
+ * below, which resumes just before that position and names the mismatch as it would have from the
+ * start. The precise walk reads in batches, PostgreSQL hashing each event: memory stays flat
+ * whatever the size of the trail.
  */
 export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise<VerifyResult> {
   const batchSize = options.batchSize ?? 5000
@@ -329,6 +341,8 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   let checked = 0
   let position = 0
   let head = genesisHash
+  let previousKey: readonly [bigint, bigint] | undefined
+  let lastGoodCheckpoint = 0
   const result = (firstMismatch: Mismatch | null): VerifyResult => ({ ok: firstMismatch === null, checked, sealedThrough: position, firstMismatch, checkpoints })
 
   // The trust anchors: the latest signed checkpoint of each place, checked with the configured key.
@@ -347,11 +361,23 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
     }
   }
 
+  // The streaming walk; where it stops short, the precise walk takes over from its last good position.
+  const client = options.streaming === false ? undefined : streamingClient(db)
+  let everyEventChained = false
+  if (client !== undefined) {
+    const walk = await walkChainStreaming(client, { checkpointBoundId: bound?.id, fileCheckpoint })
+    position = walk.state.position
+    head = walk.state.head
+    previousKey = walk.state.previousKey
+    lastGoodCheckpoint = walk.state.lastGoodCheckpoint
+    checked = position
+    everyEventChained = walk.complete
+  }
+
   // Database checkpoints, walked alongside the chain in size order, a batch at a time.
   let pending: CheckpointRow[] = []
-  let checkpointsAfter = -1
+  let checkpointsAfter = position > 0 ? position : -1
   let checkpointsDone = bound === undefined
-  let lastGoodCheckpoint = 0
   const nextCheckpoint = async (): Promise<CheckpointRow | undefined> => {
     if (pending.length === 0 && !checkpointsDone && bound !== undefined) {
       pending = await rowsOf<CheckpointRow>(db, sql`
@@ -370,8 +396,7 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
       `an event at a position after ${lastGoodCheckpoint} and up to ${size} was removed, inserted, reordered or changed, and the seals rewritten to hide it.`
   })
 
-  let previousKey: readonly [bigint, bigint] | undefined
-  for (;;) {
+  while (!everyEventChained) {
     const rows = await rowsOf<SealRow>(db, sql`
       select s.position::text as position, s.event_id::text as seal_event_id, s.event_hash, s.chain_hash, s.horizon::text as horizon,
              e.id is not null as present, e.xid::text as xid, e.seq::text as seq, ${eventHashSql} as computed_hash
@@ -438,7 +463,8 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
     }
   }
   // Every event up to the last one sealed must be in the chain; one that is not was added to the past.
-  if (previousKey !== undefined) {
+  // (A complete streaming walk has shown it already: the events up to the last sealed one zipped 1:1 with the seals.)
+  if (previousKey !== undefined && !everyEventChained) {
     const [count] = await rowsOf<{ n: string }>(db, sql`
       select count(*)::text as n from audit_events where (xid, seq) <= (${previousKey[0].toString()}::xid8, ${previousKey[1].toString()}::bigint)`)
     if (Number(count?.n ?? 0) !== position) {
