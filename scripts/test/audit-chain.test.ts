@@ -4,7 +4,7 @@
  * tamperings it must catch.
  */
 import { spawn } from 'node:child_process'
-import { createPublicKey } from 'node:crypto'
+import { createPublicKey, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
@@ -15,7 +15,7 @@ import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
 import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
-import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, silentLog, tempDir } from './audit-fixtures.ts'
+import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, serverUrl, silentLog, tempDir } from './audit-fixtures.ts'
 
 const root = new URL('../../', import.meta.url).pathname
 
@@ -155,8 +155,8 @@ async function sealedTrail (t: Test, count = 35) {
 
 
 /**
- * Waits until every committed event is sealed. Transaction ids are cluster-wide, so a transaction
- * open in any database on the server (another test file) can hold the horizon back for a moment.
+ * Waits until every committed event is sealed. A transaction open in this database (the API's, a
+ * test's) can hold the horizon back for a moment; one in another database no longer does.
  */
 async function untilSealed (own: OwnDatabase, seal?: () => Promise<unknown>) {
   const deadline = Date.now() + 20_000
@@ -219,6 +219,55 @@ t.test('the sealer never skips a transaction that commits late, and seals in com
   const order = await own.superuser`select e.request_id from audit_seals s join audit_events e on e.id = s.event_id order by s.position`
   t.same(order.map((r) => r.request_id), ['late', 'early-1', 'early-2'], 'the late event is sealed first: its transaction began first')
   t.ok((await verifyAuditChain(own.database.db, { publicKey: createPublicKey(keys.publicPem) })).ok)
+})
+
+t.test('an open transaction in another database no longer holds the sealer back; one in this database still does, seen by haven_app', async (t) => {
+  const own = await ownDatabase(t)
+  await own.superuser.file(new URL('../../infra/sql/least-privilege.sql', import.meta.url).pathname)
+  const login = `haven_app_test_${randomBytes(4).toString('hex')}`
+  await own.superuser.unsafe(`create role ${login} login in role haven_app`)
+  t.teardown(async () => { await own.superuser.unsafe(`drop role if exists ${login}`) })
+  const url = new URL(own.url)
+  url.username = login
+  const { openDatabase } = await import('@haven/schema')
+  const worker = await openDatabase({ url: url.toString(), max: 2 })
+  t.teardown(async () => { await worker.close() })
+  const key = auditSigningKey(sealerConfig(tempDir(t), auditKeys())).privateKey
+  const policy = { batchSize: 100, checkpointEveryEvents: 1000, checkpointIntervalSeconds: 3600 }
+  const postgres = (await import('postgres')).default
+
+  // A transaction with an xid, open in another database on the same server.
+  const elsewhere = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  t.teardown(async () => { await elsewhere.end() })
+  let endElsewhere!: () => void
+  const elsewhereDone = elsewhere.begin(async (tx) => {
+    await tx`select pg_current_xact_id()`
+    await new Promise<void>((resolve) => { endElsewhere = resolve })
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await seedEvents(own.superuser, 3)
+  const [held] = await own.superuser`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin, (select max(xid)::text from audit_events) as xid`
+  t.ok(BigInt(String(held?.xid)) >= BigInt(String(held?.xmin)), 'the cluster-wide horizon is held below the events by the other database\'s transaction')
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 3, 'this database\'s events are sealed all the same')
+
+  // A transaction of another role in this database: haven_app sees its xid and waits for it.
+  let commitLate!: () => void
+  const lateCommitted = own.superuser.begin(async (tx) => {
+    await tx`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'late')`
+    await new Promise<void>((resolve) => { commitLate = resolve })
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const early = postgres(own.url, { max: 1, onnotice: () => {} })
+  t.teardown(async () => { await early.end() })
+  await early`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'early')`
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 0, 'nothing past a transaction of this database still in flight')
+  commitLate()
+  await lateCommitted
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 2)
+  const order = await own.superuser`select e.request_id from audit_seals s join audit_events e on e.id = s.event_id where s.position > 3 order by s.position`
+  t.same(order.map((r) => r.request_id), ['late', 'early'], 'in commit order')
+  endElsewhere()
+  await elsewhereDone
 })
 
 t.test('exactly one sealer at a time: the advisory lock, and two sealers racing build one chain', async (t) => {
