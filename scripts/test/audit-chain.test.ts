@@ -316,6 +316,33 @@ t.test('checkpoints every M events or every N seconds, and only when the chain g
   t.equal((await seal(200)).checkpoint, null, 'nothing new sealed: no new checkpoint')
 })
 
+t.test('key rotation: with the old and the new public key listed, checkpoints signed by either verify', async (t) => {
+  const own = await ownDatabase(t)
+  const dir = tempDir(t)
+  const [oldKeys, newKeys] = [auditKeys(), auditKeys()]
+  const policy = { batchSize: 100, checkpointEveryEvents: 10, checkpointIntervalSeconds: 3600 }
+  const sealWith = async (keys: typeof oldKeys) => {
+    const key = auditSigningKey(sealerConfig(dir, keys)).privateKey
+    await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, policy))
+  }
+  const { readEd25519PublicKeys } = await import('@haven/schema')
+  const listed = readEd25519PublicKeys({ pem: (oldKeys.publicPem + newKeys.publicPem).replaceAll('\n', '\\n'), variable: 'HAVEN_AUDIT_PUBLIC_KEY', file: '', env: 'production' })
+  t.equal(listed.length, 2, 'PEM blocks one after another, as an environment variable with escaped newlines')
+  const only = (keys: typeof oldKeys) => [createPublicKey(keys.publicPem)]
+
+  await seedEvents(own.superuser, 15)
+  await sealWith(oldKeys)
+  t.match((await verifyAuditChain(own.database.db, { publicKey: only(newKeys) })).firstMismatch, { reason: 'checkpoint_signature' },
+    'the new key alone rejects the checkpoints signed before the switch')
+  t.equal((await verifyAuditChain(own.database.db, { publicKey: listed })).ok, true, 'both listed: the old checkpoints verify')
+  await seedEvents(own.superuser, 15)
+  await sealWith(newKeys)
+  t.equal((await verifyAuditChain(own.database.db, { publicKey: listed })).ok, true, 'and so do those the new key signed after the switch')
+  t.match((await verifyAuditChain(own.database.db, { publicKey: only(oldKeys) })).firstMismatch, { reason: 'checkpoint_signature' },
+    'the old key alone rejects the new checkpoints')
+  t.same(readEd25519PublicKeys({ pem: undefined, variable: 'HAVEN_AUDIT_PUBLIC_KEY', file: join(dir, 'none.pem'), env: 'test' }), [], 'no key configured or created: none')
+})
+
 t.test('audit tables refuse UPDATE, DELETE and TRUNCATE, even to a superuser, while the triggers are on', async (t) => {
   const { own } = await sealedTrail(t, 5)
   for (const table of ['audit_events', 'audit_seals', 'audit_checkpoints']) {

@@ -186,12 +186,17 @@ export function signCheckpoint (privateKey: KeyObject, size: number, headHash: s
   return { size, headHash, signedAt, signature, publicKey: publicKeyText(createPublicKey(privateKey)) }
 }
 
-export function checkpointSignatureValid (publicKey: KeyObject, checkpoint: Pick<Checkpoint, 'size' | 'headHash' | 'signedAt' | 'signature'>): boolean {
-  try {
-    return verify(null, checkpointPayload(checkpoint), publicKey, Buffer.from(checkpoint.signature, 'base64'))
-  } catch {
-    return false
-  }
+/** Whether `publicKey`, or any one of a list of keys (a rotation), signed the checkpoint. */
+export function checkpointSignatureValid (publicKey: KeyObject | readonly KeyObject[], checkpoint: Pick<Checkpoint, 'size' | 'headHash' | 'signedAt' | 'signature'>): boolean {
+  const payload = checkpointPayload(checkpoint)
+  const signature = Buffer.from(checkpoint.signature, 'base64')
+  return (Array.isArray(publicKey) ? publicKey as readonly KeyObject[] : [publicKey as KeyObject]).some((key) => {
+    try {
+      return verify(null, payload, key, signature)
+    } catch {
+      return false
+    }
+  })
 }
 
 /** One line of the file sink. */
@@ -277,8 +282,11 @@ export interface VerifyResult {
 }
 
 export interface VerifyOptions {
-  /** The key checkpoints must verify against: from configuration, never from the database. */
-  publicKey: KeyObject | undefined
+  /**
+   * The key checkpoints must verify against: from configuration, never from the database. Several
+   * while the signing key is rotated: a checkpoint passes if any of them signed it.
+   */
+  publicKey: KeyObject | readonly KeyObject[] | undefined
   /** The file sink; absent or missing file: only the database's checkpoints are checked. */
   checkpointFile?: string | undefined
   batchSize?: number
@@ -350,7 +358,7 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   if (latestDb !== undefined) anchors.push({ source: 'database', checkpoint: { size: Number(latestDb.size), headHash: latestDb.head_hash, signedAt: latestDb.signed_at, signature: latestDb.signature } })
   if (fileCheckpoint !== undefined) anchors.push({ source: 'file', checkpoint: fileCheckpoint })
   for (const anchor of anchors) {
-    if (options.publicKey === undefined) {
+    if (options.publicKey === undefined || (Array.isArray(options.publicKey) && options.publicKey.length === 0)) {
       return result({ reason: 'no_public_key', position: null, eventId: null, detail: 'Checkpoints exist but no audit public key is configured to check their signatures (HAVEN_AUDIT_PUBLIC_KEY).' })
     }
     if (!checkpointSignatureValid(options.publicKey, anchor.checkpoint)) {
