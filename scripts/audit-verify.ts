@@ -8,6 +8,7 @@
  * more PEM public keys, several during a key rotation; else, outside production, the worker's key
  * in the data dir) and HAVEN_CHECKPOINT_FILE. The run is
  * itself recorded in the trail (audit.verify, no actor). `--json` prints the result as JSON.
+ * `--every-signature` also checks the signature of every line of the file sink, not only the last.
  *
  * Exit status: 0 the chain matches; 1 a mismatch (the first one is named); 2 it could not run.
  */
@@ -20,6 +21,7 @@ const nodeEnv = (text('NODE_ENV') ?? 'development') as 'production' | 'developme
 const dataDir = text('HAVEN_DATA_DIR') ?? '.haven'
 const checkpointFile = text('HAVEN_CHECKPOINT_FILE') ?? `${dataDir}/audit-checkpoints.ndjson`
 const asJson = process.argv.includes('--json')
+const everyFileSignature = process.argv.includes('--every-signature')
 
 function fail (message: string): never {
   process.stderr.write(`audit:verify: ${message}\n`)
@@ -40,7 +42,7 @@ try {
   await writeAuditEvent(database.db, { actor: { userId: null, agencyId: null, roles: [] }, requestId: 'cli:audit-verify', ip: null, purpose: 'audit' },
     { action: 'audit.verify', outcome: 'success', target: { type: 'audit', id: null } })
   const started = performance.now()
-  const result = await verifyAuditChain(database.db, { publicKey, checkpointFile })
+  const result = await verifyAuditChain(database.db, { publicKey, checkpointFile, everyFileSignature })
   const seconds = (performance.now() - started) / 1000
   if (asJson) {
     process.stdout.write(`${JSON.stringify(result)}\n`)

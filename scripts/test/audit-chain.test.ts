@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process'
 import { createPublicKey, randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   auditActions, auditOutcomes, auditTargetTypes, canonicalEventBytes, type ChainEvent, chainEventColumns, type ChainEventRow, chainHash,
@@ -485,4 +485,22 @@ t.test('pnpm audit:verify: a summary, exit 0 when the chain matches and non-zero
   const wrongKey = await runCli({ ...env, HAVEN_AUDIT_PUBLIC_KEY: auditKeys().publicPem })
   t.equal(wrongKey.code, 1, 'checkpoints signed by another key do not pass')
   t.match(wrongKey.stdout, /checkpoint_signature/)
+})
+
+t.test('--every-signature: a line rewritten in the middle of the file sink is caught, not only a bad last line', async (t) => {
+  const { own, keys, config } = await sealedTrail(t)
+  const lines = readFileSync(config.checkpointFile, 'utf8').trimEnd().split('\n')
+  t.ok(lines.length >= 3)
+  const first = JSON.parse(lines[0] ?? '{}') as { size: number, signedAt: string }
+  const rewritten = { ...first, signedAt: new Date(Date.parse(first.signedAt) - 1000).toISOString() }
+  writeFileSync(config.checkpointFile, [JSON.stringify(rewritten), ...lines.slice(1), ''].join('\n'))
+  const publicKey = createPublicKey(keys.publicPem)
+  t.equal((await verifyAuditChain(own.database.db, { publicKey, checkpointFile: config.checkpointFile })).ok, true,
+    'by default only the last line of the file is checked')
+  t.match((await verifyAuditChain(own.database.db, { publicKey, checkpointFile: config.checkpointFile, everyFileSignature: true })).firstMismatch,
+    { reason: 'checkpoint_signature', position: first.size })
+  const env = { DATABASE_URL: own.url, HAVEN_AUDIT_PUBLIC_KEY: keys.publicPem, HAVEN_CHECKPOINT_FILE: config.checkpointFile }
+  const cli = await runCli(env, ['--every-signature'])
+  t.equal(cli.code, 1)
+  t.match(cli.stdout, /checkpoint_signature/)
 })
