@@ -21,6 +21,11 @@
 -- URL (root `pnpm start` and a service started on its own migrate at start, so give those the
 -- owner's DATABASE_URL, or migrate first with the owner and start the services as haven_app).
 --
+-- The audit sealer (worker) reads pg_stat_activity.backend_xid to find the transactions still open
+-- in this database (services/worker/src/sealer.ts, horizonSql). PostgreSQL shows that column to
+-- every role, so haven_app needs no pg_read_all_stats: do not grant it (it would also expose other
+-- sessions' query texts).
+--
 -- The services never delete rows today. Erasure (DESIGN.md, not built yet) will need DELETE on the
 -- case tables it erases from: grant it here, table by table, when it exists; never on audit tables.
 

@@ -4,8 +4,8 @@
  * tamperings it must catch.
  */
 import { spawn } from 'node:child_process'
-import { createPublicKey } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { createPublicKey, randomBytes } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   auditActions, auditOutcomes, auditTargetTypes, canonicalEventBytes, type ChainEvent, chainEventColumns, type ChainEventRow, chainHash,
@@ -15,7 +15,7 @@ import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
 import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
-import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, silentLog, tempDir } from './audit-fixtures.ts'
+import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, serverUrl, silentLog, tempDir } from './audit-fixtures.ts'
 
 const root = new URL('../../', import.meta.url).pathname
 
@@ -61,6 +61,78 @@ t.test('PostgreSQL hashes exactly the canonical bytes TypeScript defines, for an
   t.pass('150 arbitrary events hash the same in both')
 })
 
+t.test('the streaming walk is used on PostgreSQL and agrees with the precise walk, for any events and tamperings', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const publicKey = createPublicKey(keys.publicPem)
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  const policy = { batchSize: 50, checkpointEveryEvents: 7, checkpointIntervalSeconds: 3600 }
+  const statements: string[] = []
+  const { openDatabase } = await import('@haven/schema')
+  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
+  t.teardown(async () => { await counted.close() })
+  const both = async () => {
+    statements.length = 0
+    const streamed = await verifyAuditChain(counted.db, { publicKey })
+    const streamedCopies = statements.filter((s) => /^\s*copy \(/i.test(s)).length
+    const precise = await verifyAuditChain(counted.db, { publicKey, streaming: false })
+    return { streamed, precise, streamedCopies }
+  }
+
+  const text = fc.string({ unit: 'binary', maxLength: 40 }).map((v) => v.replaceAll('\u0000', ''))
+  const uuid = fc.option(fc.uuid(), { nil: null })
+  // Microseconds from 2000-01-01: mostly around now, sometimes far out (before 1970, after 9999: the precise walk's).
+  const micros = fc.oneof(
+    { weight: 4, arbitrary: fc.integer({ min: 8e14, max: 9e14 }) },
+    { weight: 1, arbitrary: fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }).map((n) => n - (n % 1_000_000) + (n % 7) * 100_000) }
+  )
+  const event = fc.record({
+    at: micros, roles: fc.array(fc.constantFrom(...roles), { maxLength: 4 }), requestId: fc.option(text, { nil: null }), ip: fc.option(text, { nil: null }),
+    actorUserId: uuid, actorAgencyId: uuid, referralId: uuid, targetId: uuid, recipientAgencyId: uuid,
+    action: fc.constantFrom(...auditActions), outcome: fc.constantFrom(...auditOutcomes),
+    targetType: fc.option(fc.constantFrom(...auditTargetTypes), { nil: null }), purpose: fc.constantFrom(...purposes)
+  })
+  await fc.assert(fc.asyncProperty(fc.array(event, { minLength: 1, maxLength: 12 }), async (events) => {
+    for (const e of events) {
+      await own.superuser`
+        insert into audit_events (occurred_at, actor_user_id, actor_agency_id, actor_roles, action, outcome, referral_id, target_type, target_id,
+                                  recipient_agency_id, purpose, request_id, ip)
+        values (timestamptz '2000-01-01 00:00:00Z' + ${String(e.at)}::bigint * interval '1 microsecond', ${e.actorUserId}::uuid, ${e.actorAgencyId}::uuid,
+                ${`{${e.roles.join(',')}}`}::role[], ${e.action}, ${e.outcome}, ${e.referralId}::uuid, ${e.targetType}, ${e.targetId}::uuid,
+                ${e.recipientAgencyId}::uuid, ${e.purpose}, ${e.requestId}, ${e.ip})`
+    }
+    await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, policy))
+    const { streamed, precise, streamedCopies } = await both()
+    if (!streamed.ok || JSON.stringify(streamed) !== JSON.stringify(precise)) {
+      throw new Error(`the walks disagree: ${JSON.stringify({ streamed, precise })}`)
+    }
+    if (streamedCopies !== 2) throw new Error(`the streaming walk was not used (${streamedCopies} COPY statements)`)
+  }), { numRuns: 40 })
+  const [{ n } = { n: 0 }] = await own.superuser`select count(*)::int as n from audit_seals`
+  t.ok(n >= 40, `${n} sealed events verified by both walks`)
+
+  // Tamperings, each at an earlier position than the last, so each becomes the first mismatch. The
+  // latest checkpoint is left alone: its signature is checked before any walk begins.
+  const tamperings: [string, (position: number) => Promise<unknown>][] = [
+    ['a checkpoint head', async (p) => { await tamper(own, async (sql) => { await sql`update audit_checkpoints set head_hash = ${'ab'.repeat(32)} where size = (select max(size) from audit_checkpoints where size <= ${p})` }) }],
+    ['a request id, to unicode', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set request_id = 'r\u00e9q-\u{1F600}' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['the time, by a microsecond', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set occurred_at = occurred_at + interval '1 microsecond' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['the roles', async (p) => { await tamper(own, async (sql) => { await sql`update audit_events set actor_roles = '{auditor,auditor}' where id = (select event_id from audit_seals where position = ${p})` }) }],
+    ['a stored event hash, to upper case', async (p) => { await tamper(own, async (sql) => { await sql`update audit_seals set event_hash = upper(event_hash) where position = ${p}` }) }],
+    ['a seal', async (p) => { await tamper(own, async (sql) => { await sql`delete from audit_seals where position = ${p}` }) }]
+  ]
+  const [{ latest } = { latest: 0 }] = await own.superuser`select max(size)::int as latest from audit_checkpoints`
+  let position = latest + 7
+  for (const [what, change] of tamperings) {
+    position = Math.max(1, position - 8)
+    await change(position)
+    const { streamed, precise, streamedCopies } = await both()
+    t.equal(streamed.ok, false, `${what}: caught`)
+    t.same(streamed, precise, `${what}: both walks name the same first mismatch (${streamed.firstMismatch?.reason ?? 'none'})`)
+    t.equal(streamedCopies, 2, `${what}: found by the streaming walk first`)
+  }
+})
+
 /** A trail of `count` sealed events, checkpointed every 10, with an API on it and a platform auditor. */
 async function sealedTrail (t: Test, count = 35) {
   const own = await ownDatabase(t)
@@ -83,8 +155,8 @@ async function sealedTrail (t: Test, count = 35) {
 
 
 /**
- * Waits until every committed event is sealed. Transaction ids are cluster-wide, so a transaction
- * open in any database on the server (another test file) can hold the horizon back for a moment.
+ * Waits until every committed event is sealed. A transaction open in this database (the API's, a
+ * test's) can hold the horizon back for a moment; one in another database no longer does.
  */
 async function untilSealed (own: OwnDatabase, seal?: () => Promise<unknown>) {
   const deadline = Date.now() + 20_000
@@ -149,6 +221,55 @@ t.test('the sealer never skips a transaction that commits late, and seals in com
   t.ok((await verifyAuditChain(own.database.db, { publicKey: createPublicKey(keys.publicPem) })).ok)
 })
 
+t.test('an open transaction in another database no longer holds the sealer back; one in this database still does, seen by haven_app', async (t) => {
+  const own = await ownDatabase(t)
+  await own.superuser.file(new URL('../../infra/sql/least-privilege.sql', import.meta.url).pathname)
+  const login = `haven_app_test_${randomBytes(4).toString('hex')}`
+  await own.superuser.unsafe(`create role ${login} login in role haven_app`)
+  t.teardown(async () => { await own.superuser.unsafe(`drop role if exists ${login}`) })
+  const url = new URL(own.url)
+  url.username = login
+  const { openDatabase } = await import('@haven/schema')
+  const worker = await openDatabase({ url: url.toString(), max: 2 })
+  t.teardown(async () => { await worker.close() })
+  const key = auditSigningKey(sealerConfig(tempDir(t), auditKeys())).privateKey
+  const policy = { batchSize: 100, checkpointEveryEvents: 1000, checkpointIntervalSeconds: 3600 }
+  const postgres = (await import('postgres')).default
+
+  // A transaction with an xid, open in another database on the same server.
+  const elsewhere = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  t.teardown(async () => { await elsewhere.end() })
+  let endElsewhere!: () => void
+  const elsewhereDone = elsewhere.begin(async (tx) => {
+    await tx`select pg_current_xact_id()`
+    await new Promise<void>((resolve) => { endElsewhere = resolve })
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await seedEvents(own.superuser, 3)
+  const [held] = await own.superuser`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin, (select max(xid)::text from audit_events) as xid`
+  t.ok(BigInt(String(held?.xid)) >= BigInt(String(held?.xmin)), 'the cluster-wide horizon is held below the events by the other database\'s transaction')
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 3, 'this database\'s events are sealed all the same')
+
+  // A transaction of another role in this database: haven_app sees its xid and waits for it.
+  let commitLate!: () => void
+  const lateCommitted = own.superuser.begin(async (tx) => {
+    await tx`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'late')`
+    await new Promise<void>((resolve) => { commitLate = resolve })
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const early = postgres(own.url, { max: 1, onnotice: () => {} })
+  t.teardown(async () => { await early.end() })
+  await early`insert into audit_events (action, outcome, request_id) values ('referral.read', 'success', 'early')`
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 0, 'nothing past a transaction of this database still in flight')
+  commitLate()
+  await lateCommitted
+  t.equal((await sealAuditBatch(worker.db, key, policy)).sealed, 2)
+  const order = await own.superuser`select e.request_id from audit_seals s join audit_events e on e.id = s.event_id where s.position > 3 order by s.position`
+  t.same(order.map((r) => r.request_id), ['late', 'early'], 'in commit order')
+  endElsewhere()
+  await elsewhereDone
+})
+
 t.test('exactly one sealer at a time: the advisory lock, and two sealers racing build one chain', async (t) => {
   const own = await ownDatabase(t)
   const dir = tempDir(t)
@@ -193,6 +314,33 @@ t.test('checkpoints every M events or every N seconds, and only when the chain g
   t.equal((await seal(30)).checkpoint, null, 'not yet: 30 s since the last one')
   t.equal((await seal(63)).checkpoint?.size, 45, 'a minute after the last one, the sealed tail gets its checkpoint')
   t.equal((await seal(200)).checkpoint, null, 'nothing new sealed: no new checkpoint')
+})
+
+t.test('key rotation: with the old and the new public key listed, checkpoints signed by either verify', async (t) => {
+  const own = await ownDatabase(t)
+  const dir = tempDir(t)
+  const [oldKeys, newKeys] = [auditKeys(), auditKeys()]
+  const policy = { batchSize: 100, checkpointEveryEvents: 10, checkpointIntervalSeconds: 3600 }
+  const sealWith = async (keys: typeof oldKeys) => {
+    const key = auditSigningKey(sealerConfig(dir, keys)).privateKey
+    await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, policy))
+  }
+  const { readEd25519PublicKeys } = await import('@haven/schema')
+  const listed = readEd25519PublicKeys({ pem: (oldKeys.publicPem + newKeys.publicPem).replaceAll('\n', '\\n'), variable: 'HAVEN_AUDIT_PUBLIC_KEY', file: '', env: 'production' })
+  t.equal(listed.length, 2, 'PEM blocks one after another, as an environment variable with escaped newlines')
+  const only = (keys: typeof oldKeys) => [createPublicKey(keys.publicPem)]
+
+  await seedEvents(own.superuser, 15)
+  await sealWith(oldKeys)
+  t.match((await verifyAuditChain(own.database.db, { publicKey: only(newKeys) })).firstMismatch, { reason: 'checkpoint_signature' },
+    'the new key alone rejects the checkpoints signed before the switch')
+  t.equal((await verifyAuditChain(own.database.db, { publicKey: listed })).ok, true, 'both listed: the old checkpoints verify')
+  await seedEvents(own.superuser, 15)
+  await sealWith(newKeys)
+  t.equal((await verifyAuditChain(own.database.db, { publicKey: listed })).ok, true, 'and so do those the new key signed after the switch')
+  t.match((await verifyAuditChain(own.database.db, { publicKey: only(oldKeys) })).firstMismatch, { reason: 'checkpoint_signature' },
+    'the old key alone rejects the new checkpoints')
+  t.same(readEd25519PublicKeys({ pem: undefined, variable: 'HAVEN_AUDIT_PUBLIC_KEY', file: join(dir, 'none.pem'), env: 'test' }), [], 'no key configured or created: none')
 })
 
 t.test('audit tables refuse UPDATE, DELETE and TRUNCATE, even to a superuser, while the triggers are on', async (t) => {
@@ -337,4 +485,22 @@ t.test('pnpm audit:verify: a summary, exit 0 when the chain matches and non-zero
   const wrongKey = await runCli({ ...env, HAVEN_AUDIT_PUBLIC_KEY: auditKeys().publicPem })
   t.equal(wrongKey.code, 1, 'checkpoints signed by another key do not pass')
   t.match(wrongKey.stdout, /checkpoint_signature/)
+})
+
+t.test('--every-signature: a line rewritten in the middle of the file sink is caught, not only a bad last line', async (t) => {
+  const { own, keys, config } = await sealedTrail(t)
+  const lines = readFileSync(config.checkpointFile, 'utf8').trimEnd().split('\n')
+  t.ok(lines.length >= 3)
+  const first = JSON.parse(lines[0] ?? '{}') as { size: number, signedAt: string }
+  const rewritten = { ...first, signedAt: new Date(Date.parse(first.signedAt) - 1000).toISOString() }
+  writeFileSync(config.checkpointFile, [JSON.stringify(rewritten), ...lines.slice(1), ''].join('\n'))
+  const publicKey = createPublicKey(keys.publicPem)
+  t.equal((await verifyAuditChain(own.database.db, { publicKey, checkpointFile: config.checkpointFile })).ok, true,
+    'by default only the last line of the file is checked')
+  t.match((await verifyAuditChain(own.database.db, { publicKey, checkpointFile: config.checkpointFile, everyFileSignature: true })).firstMismatch,
+    { reason: 'checkpoint_signature', position: first.size })
+  const env = { DATABASE_URL: own.url, HAVEN_AUDIT_PUBLIC_KEY: keys.publicPem, HAVEN_CHECKPOINT_FILE: config.checkpointFile }
+  const cli = await runCli(env, ['--every-signature'])
+  t.equal(cli.code, 1)
+  t.match(cli.stdout, /checkpoint_signature/)
 })

@@ -84,11 +84,19 @@ export function loadOrCreateEd25519Key (source: KeySource): Ed25519Key {
 }
 
 /**
- * The public half only: the configured public key; else, outside production, derived from the key
- * file if some process has created it (undefined until then: nothing has been signed yet).
+ * The public half only: the configured public keys; else, outside production, the one derived
+ * from the key file if some process has created it (none until then: nothing has been signed yet).
+ *
+ * The configured PEM may hold several public keys, one block after another: to rotate the audit
+ * signing key, list the new public key next to the old ones, then switch the signing key.
+ * Checkpoints signed before the switch still verify against the old key, and those after it
+ * against the new one. Keep a retired key listed for as long as checkpoints it signed are kept.
  */
-export function readEd25519PublicKey (source: KeySource): KeyObject | undefined {
-  if (source.pem !== undefined) return ed25519PublicKeyFromPem(source.pem, source.variable)
-  if (source.env === 'production' || !existsSync(source.file)) return undefined
-  return ed25519FromPem(readFileSync(source.file, 'utf8'), source.file).publicKey
+export function readEd25519PublicKeys (source: KeySource): KeyObject[] {
+  if (source.pem !== undefined) {
+    const blocks = unescapePem(source.pem).match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [source.pem]
+    return blocks.map((block) => ed25519PublicKeyFromPem(block, source.variable))
+  }
+  if (source.env === 'production' || !existsSync(source.file)) return []
+  return [ed25519FromPem(readFileSync(source.file, 'utf8'), source.file).publicKey]
 }

@@ -8,11 +8,11 @@
  *
  * Commit order. Events get their sequence number at insert but commit in another order, so "seal
  * everything above the last sealed seq" would skip an event whose transaction commits late. Each
- * event records its transaction id (`xid`); the sealer only takes events whose xid is below
- * `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still running. Every
- * transaction below it has ended, and any transaction that starts later gets a larger xid, so no
- * event can ever appear below the horizon after the sealer has passed it. Below the horizon it
- * seals in (xid, seq) order, which is therefore final.
+ * event records its transaction id (`xid`); the sealer only takes events whose xid is below a
+ * horizon such that every transaction below it that could write to this database has ended, and
+ * any transaction that gets an xid later gets a larger one, so no event can ever appear below the
+ * horizon after the sealer has passed it. Below the horizon it seals in (xid, seq) order, which is
+ * therefore final. `horizonSql` says how the horizon is found.
  */
 import { mkdir, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -50,16 +50,61 @@ interface HeadRow { position: string, chain_hash: string, xid: string | null, se
 interface LatestCheckpointRow { size: string, signed_at_ms: string }
 
 /**
+ * The commit-order horizon, for this database only.
+ *
+ * `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction running, is cluster-wide: a
+ * transaction left open in any other database on the server (another service, a test run, a
+ * pgbench) held sealing back for as long as it stayed open, though it can never write here. So the
+ * horizon is the oldest transaction of the statement's snapshot that belongs to a session of THIS
+ * database, or the snapshot's xmax when there is none:
+ *
+ *   H = least(xmax(S), min{ x in xip(S) : x is the backend_xid of a session of this database })
+ *
+ * S is the statement's snapshot, taken before the statement runs (t0); pg_stat_activity is read
+ * while it runs (t1 >= t0; its backend list is taken at the first read in a transaction, and this
+ * is the only one in the sealer's). Why no event below H can commit after the sealer has passed:
+ * - an xid assigned after t0 is at least xmax(S), so at least H;
+ * - an xid x < xmax(S) was assigned before t0, so its transaction had ended at t0 (its commit is
+ *   visible to the sealer's next statement) or is in xip(S). It wrote to this database, so its
+ *   session is connected to this database (a session never changes database). If it was still
+ *   running at t1, pg_stat_activity showed x as that session's backend_xid, so H <= x. Otherwise it
+ *   ended between t0 and t1, before the snapshot of the statement that reads the events.
+ * backend_xid is a 32-bit xid; it is matched to the 64-bit xids of xip(S) by their low 32 bits,
+ * which are unique among running transactions (they span less than 2^31).
+ *
+ * Prepared transactions (two-phase commit) keep their xid without a session, so pg_stat_activity
+ * does not show them. PostgreSQL's default max_prepared_transactions = 0 rules them out and Haven
+ * never prepares one; if a server allows them, the sealer keeps the cluster-wide xmin.
+ *
+ * pg_stat_activity shows backend_xid to every role, without pg_read_all_stats (only the query
+ * text, state and the like are hidden): the services' haven_app role needs no extra grant
+ * (checked on PostgreSQL 15; the sealer tests run it as a haven_app member).
+ */
+export const horizonSql = sql`
+  select (case when current_setting('max_prepared_transactions')::int > 0 then pg_snapshot_xmin(s.snapshot)
+          else least(pg_snapshot_xmax(s.snapshot), (
+            select min(x) from pg_snapshot_xip(s.snapshot) as x
+            where (x::text::numeric % 4294967296)::bigint in (
+              select a.backend_xid::text::bigint from pg_stat_activity a
+              where a.datid = (select oid from pg_database where datname = current_database()) and a.backend_xid is not null)))
+          end)::text as horizon
+  from (select pg_current_snapshot() as snapshot) s`
+
+/**
  * Seals up to `batchSize` events below the horizon in one transaction, and signs a checkpoint in it
  * when one is due. The lock is transaction-scoped (`pg_try_advisory_xact_lock`): it can never be
  * left behind on a pooled connection, and it is released if the process dies mid-batch. Two
  * sealers simply take turns; each re-reads the head of the chain under the lock.
+ *
+ * READ COMMITTED whatever the server's default: the events are read with a snapshot taken after
+ * the horizon's (see `horizonSql`), which sees every transaction that ended before it.
  */
 export async function sealAuditBatch (db: Db, signingKey: KeyObject, policy: SealPolicy, now: () => Date = () => new Date()): Promise<SealBatch> {
   return await db.transaction(async (tx) => {
     const [lock] = await rowsOf<{ locked: boolean }>(tx, sql`select pg_try_advisory_xact_lock(${sealerLockKey}) as locked`)
     if (lock?.locked !== true) return { sealed: 0, busy: true, checkpoint: null }
-    const [snapshot] = await rowsOf<{ horizon: string }>(tx, sql`select pg_snapshot_xmin(pg_current_snapshot())::text as horizon`)
+    const [snapshot] = await rowsOf<{ horizon: string }>(tx, horizonSql)
+    // The events are read by the next statement, with a snapshot taken after the horizon was.
     const horizon = snapshot?.horizon ?? '0'
     const [head] = await rowsOf<HeadRow>(tx, sql`
       select s.position::text as position, s.chain_hash, e.xid::text as xid, e.seq::text as seq
@@ -103,7 +148,7 @@ export async function sealAuditBatch (db: Db, signingKey: KeyObject, policy: Sea
         values (${checkpoint.size}, ${checkpoint.headHash}, ${checkpoint.signedAt}::timestamptz, ${checkpoint.signature}, ${checkpoint.publicKey})`)
     }
     return { sealed: rows.length, busy: false, checkpoint }
-  })
+  }, { isolationLevel: 'read committed' })
 }
 
 /**

@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import {
   AccessLogQuery, AuditCheckpoint, AuditEventPage, AuditEventQuery, AuditExportQuery, AuditVerification, type Database, KeyConfigError,
-  Problem, readEd25519PublicKey, ReferralParams
+  Problem, readEd25519PublicKeys, ReferralParams
 } from '@haven/schema'
 import { Type } from 'typebox'
 import { type ApiConfig, ConfigError } from '../config.ts'
@@ -22,7 +22,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox<{ database: Database, config
   // A configured key is checked at start; one derived from the worker's key file is read when needed (the worker may create it later).
   const publicKey = () => {
     try {
-      return readEd25519PublicKey(keySource)
+      return readEd25519PublicKeys(keySource)
     } catch (error) {
       if (error instanceof KeyConfigError) throw new ConfigError([error.message])
       throw error

@@ -106,7 +106,7 @@ export async function readAccessLog (db: Db, caller: Caller, context: AuditConte
  * Recomputes the whole chain (platform auditors only). The audit event is committed first: the
  * walk can take seconds, and a transaction left open that long would hold back the sealer.
  */
-export async function verifyTrail (db: Db, caller: Caller, context: AuditContext, options: { publicKey: () => KeyObject | undefined, checkpointFile: string }): Promise<AuditVerification> {
+export async function verifyTrail (db: Db, caller: Caller, context: AuditContext, options: { publicKey: () => readonly KeyObject[], checkpointFile: string }): Promise<AuditVerification> {
   if (!mayVerify(caller)) throw await refuse(db, context, { action: 'audit.verify', target: trail }, forbidden('Only platform auditors verify the audit trail.'))
   await writeAuditEvent(db, context, { action: 'audit.verify', outcome: 'success', target: trail })
   return await verifyAuditChain(db, { publicKey: options.publicKey(), checkpointFile: options.checkpointFile })
