@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDatabase, sql, users } from '@haven/schema'
+import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { bootstrapAdmin } from '../src/bootstrap.ts'
 import { freePort } from './channels.ts'
@@ -103,4 +104,66 @@ t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the da
   const names = (await directory.json() as { items: { name: string }[] }).items.map((a) => a.name)
   t.equal(names.filter((n) => n === 'Haven platform').length, 1, 'no second bootstrap on the second start')
   t.equal(await stop(second), 0)
+})
+
+t.test('the production bundles: pnpm build, then each start script on an empty database', async (t) => {
+  const root = new URL('../../../', import.meta.url).pathname
+  execFileSync(process.execPath, ['--import', 'tsx', 'scripts/build.ts'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+  // An empty database: the API's bundle must find and apply the migrations itself.
+  const serverUrl = process.env.HAVEN_TEST_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+  const name = `haven_bundle_${Date.now()}`
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database "${name}"`)
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  const dataDir = mkdtempSync(join(tmpdir(), 'haven-bundle-'))
+  t.teardown(async () => {
+    rmSync(dataDir, { recursive: true, force: true })
+    await admin.unsafe(`drop database if exists "${name}" with (force)`)
+    await admin.end()
+  })
+  const [port, metricsPort] = [await freePort(), await freePort()]
+  const env = {
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'development',
+    DATABASE_URL: url.toString(),
+    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    PORT: String(port),
+    HAVEN_DATA_DIR: dataDir,
+    HAVEN_QUEUE_PREFIX: `bundle-${name}`,
+    HAVEN_METRICS_PORT: String(metricsPort),
+    HAVEN_BOOTSTRAP_ADMIN_EMAIL: 'bundle.admin@example.org',
+    HAVEN_BOOTSTRAP_ADMIN_PASSWORD: 'bundle admin password',
+    LOG_LEVEL: 'warn'
+  }
+  /** Runs a package's start script (`node <flags> <bundle>`) as `pnpm --filter … start` would. */
+  const startPackage = (dir: string) => {
+    const words = (JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/)
+    t.equal(words[0], 'node', `${dir} starts with node, not through tsx`)
+    const child = spawn(process.execPath, words.slice(1), { cwd: join(root, dir), env, stdio: ['ignore', 'ignore', 'inherit'] })
+    const exited = new Promise<number | null>((resolve) => { child.on('exit', (code) => { resolve(code) }) })
+    const stop = async () => { if (child.exitCode === null) child.kill('SIGTERM'); return await exited }
+    t.teardown(stop)
+    return { child, stop }
+  }
+
+  const api = startPackage('services/api')
+  await waitForHealth(`http://127.0.0.1:${port}`, api.child)
+  const login = await fetch(`http://127.0.0.1:${port}/v1/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'bundle.admin@example.org', password: 'bundle admin password' })
+  })
+  t.equal(login.status, 200, 'the bundled API migrated the empty database, made the admin and signs it in')
+  const worker = startPackage('services/worker')
+  const database = await openDatabase({ url: url.toString(), max: 1 })
+  t.teardown(async () => { await database.close() })
+  const deadline = Date.now() + 30_000
+  let sealed = 0
+  while (sealed === 0 && Date.now() < deadline && worker.child.exitCode === null) {
+    const [row] = await database.rows<{ n: number }>(sql`select count(*)::int as n from audit_seals`)
+    sealed = row?.n ?? 0
+    if (sealed === 0) await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  t.ok(sealed > 0, 'the bundled worker seals the sign-in\'s audit events')
+  t.equal(await worker.stop(), 0, 'the worker stops cleanly on SIGTERM')
+  t.equal(await api.stop(), 0, 'the API stops cleanly on SIGTERM')
 })
