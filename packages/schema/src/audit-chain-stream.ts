@@ -372,14 +372,17 @@ export async function walkChainStreaming (client: Client, input: StreamWalkInput
   let eventSide: Awaited<ReturnType<Client['reserve']>> | undefined
   try {
     eventSide = await client.reserve()
-    await sealSide.unsafe('begin isolation level repeatable read read only')
-    const [exported] = await sealSide.unsafe<{ snapshot: string }[]>('select pg_export_snapshot() as snapshot')
-    await eventSide.unsafe('begin isolation level repeatable read read only')
-    await eventSide.unsafe(`set transaction snapshot '${(exported?.snapshot ?? '').replace(/[^0-9A-F-]/gi, '')}'`)
+    const events = eventSide
     try {
-      return await walkInSnapshot(sealSide, eventSide, input)
+      await sealSide.unsafe('begin isolation level repeatable read read only')
+      const [exported] = await sealSide.unsafe<{ snapshot: string }[]>('select pg_export_snapshot() as snapshot')
+      await events.unsafe('begin isolation level repeatable read read only')
+      await events.unsafe(`set transaction snapshot '${(exported?.snapshot ?? '').replace(/[^0-9A-F-]/gi, '')}'`)
+      return await walkInSnapshot(sealSide, events, input)
     } finally {
-      await Promise.all([sealSide.unsafe('rollback'), eventSide.unsafe('rollback')])
+      // Whatever failed, neither connection goes back to the pool inside a transaction (a rollback
+      // where none is open only warns).
+      await Promise.allSettled([sealSide.unsafe('rollback'), events.unsafe('rollback')])
     }
   } finally {
     sealSide.release()
@@ -418,11 +421,11 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
   const seals = new BinaryCopyReader(await sealSide.unsafe(`
     copy (select s.position, s.event_id, s.event_hash, s.chain_hash, s.horizon
           from audit_seals s where s.position <= ${last.position} order by s.position) to stdout (format binary)`).readable(), 5)
-  const events = new BinaryCopyReader(await eventSide.unsafe(`
-    copy (select ${eventFields} from audit_events e
-          where (e.xid, e.seq) <= ('${last.xid}'::xid8, ${last.seq}::bigint) order by e.xid, e.seq) to stdout (format binary)`).readable(), eventFieldCount)
-
+  let events: BinaryCopyReader | undefined
   try {
+    events = new BinaryCopyReader(await eventSide.unsafe(`
+      copy (select ${eventFields} from audit_events e
+            where (e.xid, e.seq) <= ('${last.xid}'::xid8, ${last.seq}::bigint) order by e.xid, e.seq) to stdout (format binary)`).readable(), eventFieldCount)
     const canonical = new CanonicalWriter()
     // [chain hash at the previous position ‖ event hash]: the input of the next chain hash.
     const chainInput = Buffer.alloc(64)
@@ -492,8 +495,9 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
       complete: matched
     }
   } catch (error) {
-    // Both connections must leave COPY before their transactions can end.
-    await Promise.allSettled([seals.drain(), events.drain()])
+    // Both connections must leave COPY before their transactions can end (the events' COPY may
+    // have failed to start while the seals' was already running).
+    await Promise.allSettled([seals.drain(), events?.drain()])
     throw error
   }
 }

@@ -322,6 +322,9 @@ const compareKeys = (a: readonly [bigint, bigint], b: readonly [bigint, bigint])
 
 const isoMillis = `'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'`
 
+/** A CheckpointRow from audit_checkpoints aliased `c`. */
+const checkpointColumns = sql.raw(`c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${isoMillis}) as signed_at, c.signature`)
+
 /**
  * Recomputes the chain from the events, in seal order, and checks it against the stored seals, the
  * signed checkpoints (all of the database's, by hash; the latest of the database and of the file
@@ -334,6 +337,13 @@ const isoMillis = `'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'`
  * start. The precise walk reads in batches, PostgreSQL hashing each event: memory stays flat
  * whatever the size of the trail.
  */
+/**
+ * One streaming walk per process at a time: each holds two connections of the pool for its whole
+ * length, so several at once could take every connection the API serves requests from, or wait
+ * for ever on their second. A verification that starts meanwhile takes the precise walk.
+ */
+let streamingWalkRunning = false
+
 export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise<VerifyResult> {
   const batchSize = options.batchSize ?? 5000
   const fileCheckpoint = options.checkpointFile !== undefined ? await readLatestFileCheckpoint(options.checkpointFile) : undefined
@@ -341,12 +351,12 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   // Each ORDER BY names the table's columns (`c.id`), not the text aliases of the select list, which
   // would sort '9' after '10' and make a trail of ten or more checkpoints skip some.
   const [bound] = await rowsOf<CheckpointRow>(db, sql`
-    select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+    select ${checkpointColumns}
     from audit_checkpoints c order by c.id desc limit 1`)
   const latestDb = bound === undefined
     ? undefined
     : (await rowsOf<CheckpointRow>(db, sql`
-        select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+        select ${checkpointColumns}
         from audit_checkpoints c where c.id <= ${bound.id}::bigint order by c.size desc, c.id desc limit 1`))[0]
   const checkpoints = {
     database: latestDb !== undefined ? { size: Number(latestDb.size), signedAt: latestDb.signed_at } : null,
@@ -389,10 +399,12 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   }
 
   // The streaming walk; where it stops short, the precise walk takes over from its last good position.
-  const client = options.streaming === false ? undefined : streamingClient(db)
+  const client = options.streaming === false || streamingWalkRunning ? undefined : streamingClient(db)
   let everyEventChained = false
   if (client !== undefined) {
+    streamingWalkRunning = true
     const walk = await walkChainStreaming(client, { checkpointBoundId: bound?.id, fileCheckpoint })
+      .finally(() => { streamingWalkRunning = false })
     position = walk.state.position
     head = walk.state.head
     previousKey = walk.state.previousKey
@@ -408,7 +420,7 @@ export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise
   const nextCheckpoint = async (): Promise<CheckpointRow | undefined> => {
     if (pending.length === 0 && !checkpointsDone && bound !== undefined) {
       pending = await rowsOf<CheckpointRow>(db, sql`
-        select c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${sql.raw(isoMillis)}) as signed_at, c.signature
+        select ${checkpointColumns}
         from audit_checkpoints c where c.id <= ${bound.id}::bigint and c.size > ${checkpointsAfter}
         order by c.size, c.id limit ${batchSize}`)
       if (pending.length < batchSize) checkpointsDone = true

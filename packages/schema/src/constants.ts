@@ -3,6 +3,9 @@
  * (DESIGN.md section 2) or of the database: never rename one without a migration.
  */
 
+/** A UUID as PostgreSQL's uuid type reads it, in either case (the API lower-cases ids it is given). */
+export const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
 export const agencyKinds = ['police', 'local_authority', 'ngo', 'health', 'competent_authority', 'helpline', 'other'] as const
 export type AgencyKind = (typeof agencyKinds)[number]
 

@@ -2,6 +2,7 @@
  * Keyset pagination: a cursor is the sort key of the last item returned, opaque to clients
  * (base64url JSON). Inserts between pages neither repeat nor skip items already ordered before it.
  */
+import { uuidPattern } from '@haven/schema'
 import { badRequest } from './errors.ts'
 
 export const defaultPageSize = 50
@@ -11,8 +12,6 @@ export const encodeCursor = (key: readonly (string | number)[]) =>
 
 type KeyPart = 'text' | 'uuid' | 'timestamp' | 'number'
 type KeyValue<P extends KeyPart> = P extends 'number' ? number : string
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 const fits = (value: unknown, part: KeyPart): boolean => {
   switch (part) {
     case 'number': return Number.isSafeInteger(value)

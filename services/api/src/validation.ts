@@ -4,6 +4,7 @@
  * error reported. Query strings and path parameters arrive as text, so there numbers and booleans
  * are coerced from their text form.
  */
+import { uuidPattern } from '@haven/schema'
 import { Ajv, type Options } from 'ajv'
 import formats from 'ajv-formats'
 import { fullFormats } from 'ajv-formats/dist/formats.js'
@@ -13,8 +14,6 @@ import { type ProblemDetail, validationDetails } from './errors.ts'
 const addFormats = formats as unknown as (ajv: Ajv) => Ajv
 
 const common: Options = { allErrors: true, removeAdditional: false, useDefaults: true, strict: false }
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /**
  * UUIDs are case-insensitive (RFC 9562), but the API compares ids as text in places (a share among

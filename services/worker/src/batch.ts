@@ -7,12 +7,11 @@
  * before the statement has returned, so a job never finishes ahead of its write.
  */
 export function batched<K, R> (run: (keys: K[]) => Promise<R[]>, maxBatch = 500): (key: K) => Promise<R> {
-  let waiting: { key: K, resolve: (result: R) => void, reject: (error: unknown) => void }[] = []
+  const waiting: { key: K, resolve: (result: R) => void, reject: (error: unknown) => void }[] = []
   let busy = false
   const flush = async () => {
     while (waiting.length > 0) {
-      const batch = waiting.slice(0, maxBatch)
-      waiting = waiting.slice(batch.length)
+      const batch = waiting.splice(0, maxBatch)
       try {
         const results = await run(batch.map((call) => call.key))
         batch.forEach((call, i) => { call.resolve(results[i] as R) })

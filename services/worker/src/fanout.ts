@@ -74,13 +74,9 @@ export async function fanOut (deps: FanoutDeps, outboxIds: string[]): Promise<{ 
       update outbox set processed_at = now() where id in (select id from message) returning 1
     )
     select 'webhook' as channel, id::text, generation, null::text as agency_id from hooked
-    union all
-    -- Deliveries recorded by an earlier, interrupted run are handed over again too (found through
-    -- the (webhook_id, event_id) index).
-    select 'webhook', d.id::text, d.generation, null from deliverable m
-    join webhooks w on w.agency_id = m.target
-    join webhook_deliveries d on d.webhook_id = w.id and d.event_id = m.id
-    where d.status = 'pending'
+    -- No earlier run can have left deliveries of these messages: deliveries and processed_at commit
+    -- in this one statement. Pending deliveries whose job Redis lost are the sweeper's
+    -- (redispatchDeliveries).
     union all
     select 'email', m.id::text, 0, m.target::text from deliverable m where m.email
     union all

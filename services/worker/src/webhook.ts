@@ -10,7 +10,7 @@
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, type OutboxType, publicOnlyLookup, rowsOf, type Urgency, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
+import { type Db, type OutboxType, publicOnlyLookup, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
@@ -58,8 +58,6 @@ async function post (url: string, headers: Record<string, string>, body: string,
     request.end(body)
   })
 }
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** What one delivery needs, read in one statement with the other deliveries starting at the same time. */
 interface DeliveryRow {
@@ -139,14 +137,11 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   const webhook = { id: row.webhook_id, agencyId: row.agency_id, url: row.url, secret: row.secret }
   // The URL again: an IP literal never reaches the lookup hook, and the endpoint was checked under
   // the settings of the day it was registered.
+  // A refused URL is a failed attempt like any other: it counts towards switching the endpoint off.
   const urlProblem = webhookUrlProblem(webhook.url, deps.allowPrivate)
-  if (urlProblem !== null) {
-    await deps.db.update(webhookDeliveries).set({ attempts: sql`${webhookDeliveries.attempts} + 1`, lastError: `the URL ${urlProblem}`, lastAttemptAt: sql`now()`, ...(finalAttempt ? { status: 'failed' as const } : {}) })
-      .where(eq(webhookDeliveries.id, deliveryId))
-    throw new DeliveryError(`the URL ${urlProblem}`, null)
-  }
   const body = JSON.stringify(webhookBody(facts))
   try {
+    if (urlProblem !== null) throw new DeliveryError(`the URL ${urlProblem}`, null)
     const status = await post(webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
     await store.markDelivered({ id: deliveryId, statusCode: status })
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())

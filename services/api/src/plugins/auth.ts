@@ -4,7 +4,7 @@
  * and role changes take effect on the very next request whatever token the caller holds.
  */
 import fastifyJwt from '@fastify/jwt'
-import { agencies, type AgencyKind, type AuditContext, type Db, type Role, users } from '@haven/schema'
+import { agencies, type AgencyKind, type AuditContext, type Db, type Role, users, uuidPattern } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { unauthorized } from '../errors.ts'
@@ -91,7 +91,7 @@ export async function registerAuth (app: FastifyInstance, db: Db, keys: SigningK
     } catch {
       throw unauthorized('The access token is missing, invalid or expired.')
     }
-    const [row] = await callerQuery.execute({ userId: /^[0-9a-f-]{36}$/i.test(subject) ? subject : '00000000-0000-0000-0000-000000000000' })
+    const [row] = await callerQuery.execute({ userId: uuidPattern.test(subject) ? subject : '00000000-0000-0000-0000-000000000000' })
     if (row === undefined || row.userStatus !== 'active' || row.agencyStatus !== 'active') {
       throw unauthorized('This account is not active.')
     }

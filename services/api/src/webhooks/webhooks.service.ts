@@ -49,8 +49,7 @@ async function audited<T> (db: Db, context: AuditContext, event: Pick<AuditEvent
       return result
     })
   } catch (error) {
-    if (error instanceof HttpProblem && error.status < 500) await writeAuditEvent(db, context, { ...event, outcome: 'denied' })
-    throw error
+    throw error instanceof HttpProblem && error.status < 500 ? await refuse(db, context, event, error) : error
   }
 }
 
