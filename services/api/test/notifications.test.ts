@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { deliverWebhook, expireShares, remindShares } from '@haven/worker'
+import { deliverWebhook, expireShares, remindShares, webhookStore } from '@haven/worker'
 import { and, eq, sql } from 'drizzle-orm'
 import t from 'tap'
 import { startReceiver, startSmtp, startTestWorker } from './channels.ts'
@@ -113,7 +113,7 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'shareId' = ${share.id}`)
   const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
   const deliveryId = delivery?.id ?? ''
-  const deps = { db: h.database.db, allowPrivate: true }
+  const deps = { db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }
 
   await t.rejects(deliverWebhook(deps, deliveryId, false), /HTTP 500/)
   let [row] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId))
@@ -188,12 +188,12 @@ t.test('a delivery re-checks the address it connects to', async (t) => {
   await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })
   const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
   const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
-  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false }, delivery?.id ?? '', false), /https/, 'the URL is checked again at delivery')
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false, store: webhookStore(h.database.db) }, delivery?.id ?? '', false), /https/, 'the URL is checked again at delivery')
   // A name that resolves to loopback is refused on the connection itself (DNS rebinding).
   const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => { publicOnlyLookup(false)('localhost', {}, (error) => { resolve(error) }) })
   t.equal(refused?.code, 'EHAVENPRIVATE', 'the lookup hook refuses a loopback answer')
   t.equal(receiver.received.length, 0, 'nothing was sent')
-  t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true }, delivery?.id ?? '', false), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
+  t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }, delivery?.id ?? '', false), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
 })
 
 t.test('notifications list: own only, newest first, paginated, unread filter', async (t) => {

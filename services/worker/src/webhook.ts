@@ -120,12 +120,11 @@ export function webhookStore (db: Db) {
 }
 export type WebhookStore = ReturnType<typeof webhookStore>
 
-export interface WebhookDeps { db: Db, allowPrivate: boolean, store?: WebhookStore, onDelivered?: (latencyMs: number) => void }
+export interface WebhookDeps { db: Db, allowPrivate: boolean, store: WebhookStore, onDelivered?: (latencyMs: number) => void }
 
 export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean): Promise<'delivered' | 'skipped'> {
-  const store = deps.store ?? webhookStore(deps.db)
   // One read: the delivery, its endpoint, and the facts of its event.
-  const row = await store.load(deliveryId)
+  const row = await deps.store.load(deliveryId)
   if (row === undefined || row.status !== 'pending') return 'skipped'
   const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
@@ -143,7 +142,7 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   try {
     if (urlProblem !== null) throw new DeliveryError(`the URL ${urlProblem}`, null)
     const status = await post(webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
-    await store.markDelivered({ id: deliveryId, statusCode: status })
+    await deps.store.markDelivered({ id: deliveryId, statusCode: status })
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())
     return 'delivered'
   } catch (error) {
