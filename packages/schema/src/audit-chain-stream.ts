@@ -166,6 +166,16 @@ function decodeHash (source: Buffer, from: number, length: number, target: Buffe
 }
 
 /**
+ * Whether the stored text at `from` is exactly `hex` (a hash as `crypto.hash` prints it): the
+ * precise walk's comparison of the two strings, on the stored bytes as they arrive.
+ */
+function sameText (hex: string, source: Buffer, from: number, length: number): boolean {
+  if (length !== hex.length) return false
+  for (let i = 0; i < length; i++) if (hex.charCodeAt(i) !== source[from + i]) return false
+  return true
+}
+
+/**
  * The events' columns, in canonical order, as PostgreSQL's binary values: sending those costs the
  * events' backend far less than printing them as text (uuid_out, to_char), and that backend is
  * what limits the walk. Node prints them as PostgreSQL would (`chainEventColumns`): uuids in
@@ -214,6 +224,11 @@ function int64 (source: Buffer, from: number): number {
  */
 class CanonicalWriter {
   bytes = Buffer.alloc(64 * 1024)
+  /**
+   * `bytes.subarray(0, length)` by length, made once: a new view per event costs more than the
+   * rest of its bookkeeping, and the canonical lengths of a trail are a handful.
+   */
+  private views: Buffer[] = []
   /** `YYYY-MM-DDTHH:MI:SS.` of the second last printed: events come in bursts within a second. */
   private readonly secondText = Buffer.alloc(20)
   private second = NaN
@@ -226,6 +241,7 @@ class CanonicalWriter {
     for (let i = 0; i < eventFieldCount; i++) needed += 2 * Math.max(row.length[i] as number, 0) + 24
     if (needed > this.bytes.length) {
       this.bytes = Buffer.alloc(2 * needed)
+      this.views = []
       versionLine.copy(this.bytes, 0)
     }
     const out = this.bytes
@@ -257,6 +273,11 @@ class CanonicalWriter {
       out[at++] = 10 // \n
     }
     return at
+  }
+
+  /** The first `length` bytes written, as a view that stays valid until the next `write`. */
+  view (length: number): Buffer {
+    return this.views[length] ??= this.bytes.subarray(0, length)
   }
 
   /** `27:YYYY-MM-DDTHH:MI:SS.ffffffZ` from microseconds since 2000-01-01 UTC. */
@@ -358,6 +379,13 @@ function writeRoles (source: Buffer, from: number, length: number, out: Buffer, 
 
 const digitsOnly = /^\d+$/
 
+/** Whether two 16-byte uuid fields are the same uuid. */
+function sameId (a: Buffer, aFrom: number, aLength: number, b: Buffer, bFrom: number, bLength: number): boolean {
+  if (aLength !== 16 || bLength !== 16) return false
+  for (let i = 0; i < 16; i++) if (a[aFrom + i] !== b[bFrom + i]) return false
+  return true
+}
+
 /**
  * Walks the chain from its start with the two COPY streams, as far as it matches. Resolves to the
  * state at the last position that matched, and whether that is the end of a chain that matched
@@ -401,22 +429,19 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
   if (last.xid === null || last.seq === null || !digitsOnly.test(last.position) || !digitsOnly.test(last.xid) || !digitsOnly.test(last.seq)) {
     return { state, complete: false }
   }
-  // The database's checkpoints, compactly: sizes, and head hashes as 32 bytes each.
+  // The database's checkpoints: sizes, and head hashes as stored, compared as text as the precise walk does.
   const checkpointRows = input.checkpointBoundId === undefined
     ? []
     : await sealSide.unsafe<CheckpointRow[]>(
       'select c.size::text as size, c.head_hash from audit_checkpoints c where c.id <= $1::bigint order by c.size, c.id', [input.checkpointBoundId])
   const checkpointSizes = new Float64Array(checkpointRows.length + 1)
-  const checkpointHeads = Buffer.alloc(32 * checkpointRows.length)
-  // A head hash that is not 64 hex digits never matches: the precise walk says what it is.
-  const checkpointReadable = checkpointRows.map((row, i) => {
+  const checkpointHeads = checkpointRows.map((row, i) => {
     checkpointSizes[i] = Number(row.size)
-    return decodeHash(Buffer.from(row.head_hash, 'latin1'), 0, row.head_hash.length, checkpointHeads, 32 * i)
+    return row.head_hash
   })
   checkpointSizes[checkpointRows.length] = Infinity
   const fileSize = input.fileCheckpoint?.size ?? -1
-  const fileHead = Buffer.alloc(32)
-  if (input.fileCheckpoint !== undefined && !decodeHash(Buffer.from(input.fileCheckpoint.headHash, 'latin1'), 0, 64, fileHead, 0)) return { state, complete: false }
+  const fileHead = input.fileCheckpoint?.headHash
 
   const seals = new BinaryCopyReader(await sealSide.unsafe(`
     copy (select s.position, s.event_id, s.event_hash, s.chain_hash, s.horizon
@@ -429,7 +454,9 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     const canonical = new CanonicalWriter()
     // [chain hash at the previous position ‖ event hash]: the input of the next chain hash.
     const chainInput = Buffer.alloc(64)
-    const storedChain = Buffer.alloc(32)
+    // Hashes are taken as hex text: on Node 20 `crypto.hash` returns a string several times faster
+    // than a Buffer, and the stored hashes are hex text, compared byte for byte as they arrive.
+    let head = state.head
     let position = 0
     let previousXid = -1
     let previousSeq = -1
@@ -448,33 +475,35 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
       const at = position + 1
       const s = seals.buffer
       const e = events.buffer
-        const sealPosition = seals.length[0] === 8 ? int64(s, seals.start[0] as number) : NaN
+      const sealPosition = seals.length[0] === 8 ? int64(s, seals.start[0] as number) : NaN
       const seq = events.length[seqField] === 8 ? int64(e, events.start[seqField] as number) : NaN
       const xid = events.length[xidField] === 8 ? int64(e, events.start[xidField] as number) : NaN
       const horizon = seals.length[4] === 8 ? int64(s, seals.start[4] as number) : NaN
-      const idStart = events.start[0] as number
-      const sealIdStart = seals.start[1] as number
       // NaN fails every comparison below: out of range, the precise walk decides.
       if (!(sealPosition === at && xid >= 0 && seq >= 0 && xid < horizon) ||
-        seals.length[1] !== 16 || events.length[0] !== 16 || s.compare(e, idStart, idStart + 16, sealIdStart, sealIdStart + 16) !== 0 ||
+        !sameId(s, seals.start[1] as number, seals.length[1] as number, e, events.start[0] as number, events.length[0] as number) ||
         xid < previousXid || (xid === previousXid && seq <= previousSeq)) { matched = false; break }
       const length = canonical.write(events)
-      if (length < 0 || !decodeHash(s, seals.start[2] as number, seals.length[2] as number, chainInput, 32) ||
-        !decodeHash(s, seals.start[3] as number, seals.length[3] as number, storedChain, 0)) { matched = false; break }
-      const eventHash = hash('sha256', canonical.bytes.subarray(0, length), 'buffer') as unknown as Buffer
-      if (eventHash.compare(chainInput, 32, 64) !== 0) { matched = false; break }
-      const next = hash('sha256', chainInput, 'buffer') as unknown as Buffer
-      if (!next.equals(storedChain)) { matched = false; break }
+      if (length < 0) { matched = false; break }
+      const eventHash = hash('sha256', canonical.view(length), 'hex')
+      const storedEventHash = seals.start[2] as number
+      // Equal to the lower-case hex just computed, the stored text decodes.
+      if (!sameText(eventHash, s, storedEventHash, seals.length[2] as number)) { matched = false; break }
+      decodeHash(s, storedEventHash, 64, chainInput, 32)
+      const next = hash('sha256', chainInput, 'hex')
+      const storedChain = seals.start[3] as number
+      if (!sameText(next, s, storedChain, seals.length[3] as number)) { matched = false; break }
       while ((checkpointSizes[nextCheckpoint] as number) < at) nextCheckpoint++
       let checkpointsMatch = true
       let checkpointHere = false
       for (let i = nextCheckpoint; checkpointSizes[i] === at; i++) {
         checkpointHere = true
-        if (checkpointReadable[i] !== true || next.compare(checkpointHeads, 32 * i, 32 * i + 32) !== 0) checkpointsMatch = false
+        if (checkpointHeads[i] !== next) checkpointsMatch = false
       }
-      if (!checkpointsMatch || (fileSize === at && !next.equals(fileHead))) { matched = false; break }
+      if (!checkpointsMatch || (fileSize === at && fileHead !== next)) { matched = false; break }
       if (checkpointHere) lastGoodCheckpoint = at
-      next.copy(chainInput, 0)
+      decodeHash(s, storedChain, 64, chainInput, 0)
+      head = next
       position = at
       previousXid = xid
       previousSeq = seq
@@ -488,7 +517,7 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     return {
       state: {
         position,
-        head: chainInput.toString('hex', 0, 32),
+        head,
         previousKey: position > 0 ? [BigInt(previousXid), BigInt(previousSeq)] : undefined,
         lastGoodCheckpoint
       },
