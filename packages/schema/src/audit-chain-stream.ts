@@ -62,6 +62,14 @@ export function streamingClient (db: unknown): Client | undefined {
 const copyHeader = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1')
 
 /**
+ * A signed 32-bit big-endian integer at `at`, which the caller knows is in the buffer: read
+ * inline, without readInt32BE's checks, as it is read for every field of every row.
+ */
+function int32 (source: Buffer, at: number): number {
+  return (source[at] as number) << 24 | (source[at + 1] as number) << 16 | (source[at + 2] as number) << 8 | (source[at + 3] as number)
+}
+
+/**
  * Rows of a `COPY … (FORMAT binary)` stream: each row is a 16-bit field count, then each field as a
  * 32-bit length (-1 for null) and its bytes. The fields of the current row are left as offsets
  * into `buffer`, nothing is copied. postgres.js hands over whole CopyData messages (a row each,
@@ -96,13 +104,13 @@ class BinaryCopyReader {
       this.header = false
     }
     if (buffer.length - at < 2) return 'more'
-    const count = buffer.readInt16BE(at)
+    const count = ((buffer[at] as number) << 24 | (buffer[at + 1] as number) << 16) >> 16
     if (count === -1) { this.offset = at + 2; return 'end' }
     if (count !== this.fields) throw new Error(`a COPY row of ${count} fields, expected ${this.fields}`)
     at += 2
     for (let i = 0; i < count; i++) {
       if (buffer.length - at < 4) return 'more'
-      const length = buffer.readInt32BE(at)
+      const length = int32(buffer, at)
       at += 4
       this.start[i] = at
       this.length[i] = length
@@ -149,32 +157,6 @@ class BinaryCopyReader {
   }
 }
 
-/** Lower-case hex digit values; -1 for anything else (the precise walk compares hex text as is). */
-const hexValue = new Int8Array(256).fill(-1)
-for (let i = 0; i < 16; i++) hexValue['0123456789abcdef'.charCodeAt(i)] = i
-
-/** Decodes 64 lower-case hex characters at `from` into 32 bytes at `to`; false if they are not exactly that. */
-function decodeHash (source: Buffer, from: number, length: number, target: Buffer, to: number): boolean {
-  if (length !== 64) return false
-  for (let i = 0; i < 32; i++) {
-    const high = hexValue[source[from + 2 * i] as number] as number
-    const low = hexValue[source[from + 2 * i + 1] as number] as number
-    if ((high | low) < 0) return false
-    target[to + i] = (high << 4) | low
-  }
-  return true
-}
-
-/**
- * Whether the stored text at `from` is exactly `hex` (a hash as `crypto.hash` prints it): the
- * precise walk's comparison of the two strings, on the stored bytes as they arrive.
- */
-function sameText (hex: string, source: Buffer, from: number, length: number): boolean {
-  if (length !== hex.length) return false
-  for (let i = 0; i < length; i++) if (hex.charCodeAt(i) !== source[from + i]) return false
-  return true
-}
-
 /**
  * The events' columns, in canonical order, as PostgreSQL's binary values: sending those costs the
  * events' backend far less than printing them as text (uuid_out, to_char), and that backend is
@@ -203,6 +185,21 @@ for (let i = 0; i < 256; i++) {
   hexPairs[2 * i + 1] = '0123456789abcdef'.charCodeAt(i & 15)
 }
 
+/**
+ * Whether the stored text at `from` is exactly the lower-case hex of `digest` (32 bytes as a
+ * latin1 string, as `crypto.hash` returns them for 'binary'): the precise walk's comparison of the
+ * two hex strings. Copies the digest's bytes to `to` in `target` as it goes.
+ */
+function storedHexIs (digest: string, source: Buffer, from: number, length: number, target: Buffer, to: number): boolean {
+  if (length !== 64) return false
+  for (let i = 0; i < 32; i++) {
+    const byte = digest.charCodeAt(i)
+    if (source[from + 2 * i] !== hexPairs[2 * byte] || source[from + 2 * i + 1] !== hexPairs[2 * byte + 1]) return false
+    target[to + i] = byte
+  }
+  return true
+}
+
 /** PostgreSQL's timestamp epoch (2000-01-01) in Unix seconds. */
 const postgresEpochSeconds = 946_684_800
 /** Times this encoder prints: years 1970 to 9999, where `to_char` prints four-digit years as toISOString does. */
@@ -211,9 +208,9 @@ const earliestSecond = -postgresEpochSeconds
 
 /** A signed 64-bit integer as a number: NaN beyond 2^53 (the precise walk then judges). */
 function int64 (source: Buffer, from: number): number {
-  const high = source.readInt32BE(from)
+  const high = int32(source, from)
   if (high >= 0x200000 || high < -0x200000) return NaN
-  return high * 0x1_0000_0000 + source.readUInt32BE(from + 4)
+  return high * 0x1_0000_0000 + (int32(source, from + 4) >>> 0)
 }
 
 /**
@@ -291,11 +288,13 @@ class CanonicalWriter {
     out[at] = 50 // 2
     out[at + 1] = 55 // 7
     out[at + 2] = 58 // :
-    this.secondText.copy(out, at + 3)
+    const secondText = this.secondText
+    for (let i = 0; i < 20; i++) out[at + 3 + i] = secondText[i] as number
     let fraction = micros - second * 1_000_000
     for (let i = at + 28; i > at + 22; i--) {
-      out[i] = 48 + (fraction % 10)
-      fraction = Math.floor(fraction / 10)
+      const rest = (fraction / 10) | 0
+      out[i] = 48 + fraction - 10 * rest
+      fraction = rest
     }
     out[at + 29] = 90 // Z
     return at + 30
@@ -304,25 +303,42 @@ class CanonicalWriter {
 
 /** `36:` and the uuid as 8-4-4-4-12 lower-case hex. */
 function writeUuid (source: Buffer, from: number, out: Buffer, at: number): number {
-  out[at++] = 51 // 3
-  out[at++] = 54 // 6
-  out[at++] = 58 // :
-  for (let i = 0; i < 16; i++) {
-    if (i === 4 || i === 6 || i === 8 || i === 10) out[at++] = 45 // -
+  out[at] = 51 // 3
+  out[at + 1] = 54 // 6
+  out[at + 2] = 58 // :
+  at = writeHex(source, from, 4, out, at + 3)
+  out[at] = 45 // -
+  at = writeHex(source, from + 4, 2, out, at + 1)
+  out[at] = 45
+  at = writeHex(source, from + 6, 2, out, at + 1)
+  out[at] = 45
+  at = writeHex(source, from + 8, 2, out, at + 1)
+  out[at] = 45
+  return writeHex(source, from + 10, 6, out, at + 1)
+}
+
+function writeHex (source: Buffer, from: number, count: number, out: Buffer, at: number): number {
+  for (let i = 0; i < count; i++) {
     const byte = source[from + i] as number
-    out[at++] = hexPairs[2 * byte] as number
-    out[at++] = hexPairs[2 * byte + 1] as number
+    out[at + 2 * i] = hexPairs[2 * byte] as number
+    out[at + 2 * i + 1] = hexPairs[2 * byte + 1] as number
   }
-  return at
+  return at + 2 * count
 }
 
 /** `<digits>:<value in decimal>` */
 function writeDecimalField (out: Buffer, at: number, value: number): number {
-  let digits = 1
-  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  const digits = decimalDigits(value)
   at = writeDecimal(out, at, digits)
   out[at++] = 58 // :
   return writeDecimal(out, at, value)
+}
+
+/** Digits of a non-negative integer below 2^53 in decimal, without dividing. */
+function decimalDigits (value: number): number {
+  let digits = 1
+  for (let power = 10; value >= power; power *= 10) digits++
+  return digits
 }
 
 /** `<byte length>:<bytes>` */
@@ -339,11 +355,11 @@ function writeField (source: Buffer, from: number, length: number, out: Buffer, 
 
 function writeDecimal (out: Buffer, at: number, value: number): number {
   if (value < 10) { out[at] = 48 + value; return at + 1 }
-  let digits = 1
-  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++
-  for (let i = digits - 1; i >= 0; i--) {
-    out[at + i] = 48 + (value % 10)
-    value = Math.floor(value / 10)
+  const digits = decimalDigits(value)
+  for (let i = at + digits - 1; i >= at; i--) {
+    const rest = Math.floor(value / 10)
+    out[i] = 48 + value - 10 * rest
+    value = rest
   }
   return at + digits
 }
@@ -355,8 +371,8 @@ function writeDecimal (out: Buffer, at: number, value: number): number {
  */
 function writeRoles (source: Buffer, from: number, length: number, out: Buffer, at: number): number {
   if (length < 12) return -1
-  const dimensions = source.readInt32BE(from)
-  const hasNulls = source.readInt32BE(from + 4)
+  const dimensions = int32(source, from)
+  const hasNulls = int32(source, from + 4)
   if (hasNulls !== 0) return -1
   if (dimensions === 0) {
     out[at] = 48 // 0
@@ -364,17 +380,19 @@ function writeRoles (source: Buffer, from: number, length: number, out: Buffer, 
     return at + 2
   }
   if (dimensions !== 1 || length < 20) return -1
-  const count = source.readInt32BE(from + 12)
+  const count = int32(source, from + 12)
   at = writeDecimal(out, at, count)
   out[at++] = 35 // #
+  const end = from + length
   let element = from + 20
   for (let i = 0; i < count; i++) {
-    const size = source.readInt32BE(element)
-    if (size < 0) return -1
+    if (element + 4 > end) return -1
+    const size = int32(source, element)
+    if (size < 0 || element + 4 + size > end) return -1
     at = writeField(source, element + 4, size, out, at)
     element += 4 + size
   }
-  return element === from + length ? at : -1
+  return element === end ? at : -1
 }
 
 const digitsOnly = /^\d+$/
@@ -454,9 +472,12 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     const canonical = new CanonicalWriter()
     // [chain hash at the previous position ‖ event hash]: the input of the next chain hash.
     const chainInput = Buffer.alloc(64)
-    // Hashes are taken as hex text: on Node 20 `crypto.hash` returns a string several times faster
-    // than a Buffer, and the stored hashes are hex text, compared byte for byte as they arrive.
-    let head = state.head
+    // Each hash comes back as a latin1 string of its 32 bytes: on Node 20 `crypto.hash` returns a
+    // string several times faster than a Buffer. It is compared with the stored hex text as that
+    // arrives, and only printed as hex where a checkpoint compares it.
+    const digestHex = (digest: string) => Buffer.from(digest, 'latin1').toString('hex')
+    /** The chain hash at `position`. */
+    let head = '\0'.repeat(32)
     let position = 0
     let previousXid = -1
     let previousSeq = -1
@@ -485,24 +506,19 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
         xid < previousXid || (xid === previousXid && seq <= previousSeq)) { matched = false; break }
       const length = canonical.write(events)
       if (length < 0) { matched = false; break }
-      const eventHash = hash('sha256', canonical.view(length), 'hex')
-      const storedEventHash = seals.start[2] as number
-      // Equal to the lower-case hex just computed, the stored text decodes.
-      if (!sameText(eventHash, s, storedEventHash, seals.length[2] as number)) { matched = false; break }
-      decodeHash(s, storedEventHash, 64, chainInput, 32)
-      const next = hash('sha256', chainInput, 'hex')
-      const storedChain = seals.start[3] as number
-      if (!sameText(next, s, storedChain, seals.length[3] as number)) { matched = false; break }
+      const eventHash = hash('sha256', canonical.view(length), 'binary')
+      if (!storedHexIs(eventHash, s, seals.start[2] as number, seals.length[2] as number, chainInput, 32)) { matched = false; break }
+      const next = hash('sha256', chainInput, 'binary')
+      // Into the input of the next chain hash, as it matches (`head` keeps the last good one).
+      if (!storedHexIs(next, s, seals.start[3] as number, seals.length[3] as number, chainInput, 0)) { matched = false; break }
       while ((checkpointSizes[nextCheckpoint] as number) < at) nextCheckpoint++
-      let checkpointsMatch = true
-      let checkpointHere = false
-      for (let i = nextCheckpoint; checkpointSizes[i] === at; i++) {
-        checkpointHere = true
-        if (checkpointHeads[i] !== next) checkpointsMatch = false
+      if (checkpointSizes[nextCheckpoint] === at || fileSize === at) {
+        const nextHex = digestHex(next)
+        let checkpointsMatch = fileSize !== at || fileHead === nextHex
+        for (let i = nextCheckpoint; checkpointSizes[i] === at; i++) if (checkpointHeads[i] !== nextHex) checkpointsMatch = false
+        if (!checkpointsMatch) { matched = false; break }
+        if (checkpointSizes[nextCheckpoint] === at) lastGoodCheckpoint = at
       }
-      if (!checkpointsMatch || (fileSize === at && fileHead !== next)) { matched = false; break }
-      if (checkpointHere) lastGoodCheckpoint = at
-      decodeHash(s, storedChain, 64, chainInput, 0)
       head = next
       position = at
       previousXid = xid
@@ -517,7 +533,7 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     return {
       state: {
         position,
-        head,
+        head: digestHex(head),
         previousKey: position > 0 ? [BigInt(previousXid), BigInt(previousSeq)] : undefined,
         lastGoodCheckpoint
       },
