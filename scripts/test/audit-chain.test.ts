@@ -7,12 +7,14 @@ import { spawn } from 'node:child_process'
 import { createPublicKey, randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import {
   auditActions, auditOutcomes, auditTargetTypes, canonicalEventBytes, type ChainEvent, chainEventColumns, type ChainEventRow, chainHash,
   checkpointSignatureValid, eventHash, eventHashSql, genesisHash, purposes, readFileCheckpoints, roles, sql as schemaSql, toChainEvent, verifyAuditChain
 } from '@haven/schema'
 import fc from 'fast-check'
 import t, { type Test } from 'tap'
+import { streamingClient, walkChainStreaming } from '../../packages/schema/src/audit-chain-stream.ts'
 import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
 import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
 import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, serverUrl, silentLog, tempDir } from './audit-fixtures.ts'
@@ -131,6 +133,57 @@ t.test('the streaming walk is used on PostgreSQL and agrees with the precise wal
     t.same(streamed, precise, `${what}: both walks name the same first mismatch (${streamed.firstMismatch?.reason ?? 'none'})`)
     t.equal(streamedCopies, 2, `${what}: found by the streaming walk first`)
   }
+})
+
+t.test('the streaming walk reads rows however its COPY streams are cut into chunks', async (t) => {
+  const own = await ownDatabase(t)
+  const key = auditSigningKey(sealerConfig(tempDir(t), auditKeys())).privateKey
+  await seedEvents(own.superuser, 30)
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, { batchSize: 10, checkpointEveryEvents: 7, checkpointIntervalSeconds: 3600 }))
+  const client = streamingClient(own.database.db)
+  if (client === undefined) throw new Error('no streaming client')
+  const [bound] = await own.superuser`select max(id)::text as id from audit_checkpoints`
+  const input = { checkpointBoundId: bound?.id as string, fileCheckpoint: undefined }
+  // The same client, with each COPY stream re-cut into pieces of 1 to 700 bytes, handed over one at
+  // a time: rows, their fields, and the header split anywhere, several rows in one piece too. (The
+  // original streams are read whole first: a trail this small never fills their buffers, so
+  // postgres.js never pauses its socket for them.)
+  const sizes = [1, 2, 3, 5, 7, 11, 64, 700]
+  const recut = async (original: Readable) => {
+    const bytes = Buffer.concat(await original.toArray() as Buffer[])
+    let at = 0
+    let piece = 0
+    return new Readable({
+      highWaterMark: 1,
+      read () {
+        if (at >= bytes.length) { this.push(null); return }
+        const size = sizes[piece++ % sizes.length] as number
+        this.push(bytes.subarray(at, at + size))
+        at += size
+      }
+    })
+  }
+  // The walk only reserves connections, runs `unsafe` on them and releases them.
+  const recutClient = {
+    reserve: async () => {
+      const connection = await client.reserve()
+      return {
+        unsafe: (query: string, parameters?: never[]) => {
+          const result = connection.unsafe(query, parameters)
+          return /^\s*copy \(/i.test(query) ? { readable: async () => await recut(await result.readable()) } : result
+        },
+        release: () => { connection.release() }
+      }
+    }
+  } as unknown as typeof client
+  const whole = await walkChainStreaming(client, input)
+  t.same(await walkChainStreaming(recutClient, input), whole, 'an intact trail: the same state as from whole messages')
+  t.match(whole, { complete: true, state: { position: 30, lastGoodCheckpoint: 30 } })
+
+  await tamper(own, async (sql) => { await sql`update audit_events set ip = '10.0.0.2' where id = (select event_id from audit_seals where position = 17)` })
+  const tampered = await walkChainStreaming(client, input)
+  t.same(await walkChainStreaming(recutClient, input), tampered, 'a tampered trail: the same last good position')
+  t.match(tampered, { complete: false, state: { position: 16, lastGoodCheckpoint: 10 } })
 })
 
 /** A trail of `count` sealed events, checkpointed every 10, with an API on it and a platform auditor. */

@@ -61,14 +61,19 @@ export function streamingClient (db: unknown): Client | undefined {
 
 const copyHeader = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1')
 
+const dataView = (buffer: Buffer) => new DataView(buffer.buffer, buffer.byteOffset, buffer.length)
+
 /**
  * Rows of a `COPY … (FORMAT binary)` stream: each row is a 16-bit field count, then each field as a
  * 32-bit length (-1 for null) and its bytes. The fields of the current row are left as offsets
- * into `buffer`, nothing is copied. postgres.js hands over whole CopyData messages (a row each,
- * merged by the stream when they queue up); a row split across chunks is joined anyway.
+ * into `buffer` and `data`, a DataView of it (the encoder reads and copies through that, several
+ * times faster than byte by byte on the Buffer); nothing is copied. postgres.js hands over whole
+ * CopyData messages (a row each, merged by the stream when they queue up: some 64 KB per chunk
+ * here); a row split across chunks is joined anyway.
  */
 class BinaryCopyReader {
   buffer: Buffer = Buffer.alloc(0)
+  data = dataView(this.buffer)
   readonly start: Int32Array
   readonly length: Int32Array
   private offset = 0
@@ -96,13 +101,14 @@ class BinaryCopyReader {
       this.header = false
     }
     if (buffer.length - at < 2) return 'more'
-    const count = buffer.readInt16BE(at)
+    const data = this.data
+    const count = data.getInt16(at)
     if (count === -1) { this.offset = at + 2; return 'end' }
     if (count !== this.fields) throw new Error(`a COPY row of ${count} fields, expected ${this.fields}`)
     at += 2
     for (let i = 0; i < count; i++) {
       if (buffer.length - at < 4) return 'more'
-      const length = buffer.readInt32BE(at)
+      const length = data.getInt32(at)
       at += 4
       this.start[i] = at
       this.length[i] = length
@@ -130,6 +136,7 @@ class BinaryCopyReader {
     }
     const rest = this.buffer.length - this.offset
     this.buffer = rest > 0 ? Buffer.concat([this.buffer.subarray(this.offset), chunk.value]) : chunk.value
+    this.data = dataView(this.buffer)
     this.offset = 0
     return true
   }
@@ -147,22 +154,6 @@ class BinaryCopyReader {
   async drain (): Promise<void> {
     while (await this.fill()) this.offset = this.buffer.length
   }
-}
-
-/** Lower-case hex digit values; -1 for anything else (the precise walk compares hex text as is). */
-const hexValue = new Int8Array(256).fill(-1)
-for (let i = 0; i < 16; i++) hexValue['0123456789abcdef'.charCodeAt(i)] = i
-
-/** Decodes 64 lower-case hex characters at `from` into 32 bytes at `to`; false if they are not exactly that. */
-function decodeHash (source: Buffer, from: number, length: number, target: Buffer, to: number): boolean {
-  if (length !== 64) return false
-  for (let i = 0; i < 32; i++) {
-    const high = hexValue[source[from + 2 * i] as number] as number
-    const low = hexValue[source[from + 2 * i + 1] as number] as number
-    if ((high | low) < 0) return false
-    target[to + i] = (high << 4) | low
-  }
-  return true
 }
 
 /**
@@ -186,11 +177,23 @@ const xidField = 2
 
 const versionLine = Buffer.from('haven-audit-event/1\n', 'latin1')
 
-/** Two lower-case hex digits per byte value. */
-const hexPairs = new Uint8Array(512)
-for (let i = 0; i < 256; i++) {
-  hexPairs[2 * i] = '0123456789abcdef'.charCodeAt(i >> 4)
-  hexPairs[2 * i + 1] = '0123456789abcdef'.charCodeAt(i & 15)
+/** The two lower-case hex digits of each byte value, as one big-endian 16-bit number. */
+const hexPairs = new Uint16Array(256)
+for (let i = 0; i < 256; i++) hexPairs[i] = '0123456789abcdef'.charCodeAt(i >> 4) << 8 | '0123456789abcdef'.charCodeAt(i & 15)
+
+/**
+ * Whether the stored text at `from` is exactly the lower-case hex of `digest` (32 bytes as a
+ * latin1 string, as `crypto.hash` returns them for 'binary'): the precise walk's comparison of the
+ * two hex strings. Copies the digest's bytes to `to` in `target` as it goes.
+ */
+function storedHexIs (digest: string, source: DataView, from: number, length: number, target: Buffer, to: number): boolean {
+  if (length !== 64) return false
+  for (let i = 0; i < 32; i++) {
+    const byte = digest.charCodeAt(i)
+    if (source.getUint16(from + 2 * i) !== hexPairs[byte]) return false
+    target[to + i] = byte
+  }
+  return true
 }
 
 /** PostgreSQL's timestamp epoch (2000-01-01) in Unix seconds. */
@@ -200,42 +203,50 @@ const latestSecond = Date.UTC(9999, 11, 31, 23, 59, 59) / 1000 - postgresEpochSe
 const earliestSecond = -postgresEpochSeconds
 
 /** A signed 64-bit integer as a number: NaN beyond 2^53 (the precise walk then judges). */
-function int64 (source: Buffer, from: number): number {
-  const high = source.readInt32BE(from)
+function int64 (source: DataView, from: number): number {
+  const high = source.getInt32(from)
   if (high >= 0x200000 || high < -0x200000) return NaN
-  return high * 0x1_0000_0000 + source.readUInt32BE(from + 4)
+  return high * 0x1_0000_0000 + source.getUint32(from + 4)
 }
 
 /**
  * Canonical bytes of the current event row, written into a buffer reused for every event (the
- * version line stays at its start). Returns their length, or -1 for a row this encoder does not
- * handle (a value out of its ranges, a role list with nulls or more than one dimension), which the
- * precise walk then judges.
+ * version line stays at its start), through a DataView of it. Returns their length, or -1 for a
+ * row this encoder does not handle (a value out of its ranges, a role list with nulls or more than
+ * one dimension), which the precise walk then judges.
  */
 class CanonicalWriter {
   bytes = Buffer.alloc(64 * 1024)
+  private data = dataView(this.bytes)
+  /**
+   * `bytes.subarray(0, length)` by length, made once: a new view per event costs more than the
+   * rest of its bookkeeping, and the canonical lengths of a trail are a handful.
+   */
+  private views: Buffer[] = []
   /** `YYYY-MM-DDTHH:MI:SS.` of the second last printed: events come in bursts within a second. */
-  private readonly secondText = Buffer.alloc(20)
+  private readonly secondText = new DataView(new ArrayBuffer(20))
   private second = NaN
 
   constructor () { versionLine.copy(this.bytes, 0) }
 
   write (row: BinaryCopyReader): number {
-    const source = row.buffer
+    const source = row.data
     let needed = versionLine.length
     for (let i = 0; i < eventFieldCount; i++) needed += 2 * Math.max(row.length[i] as number, 0) + 24
     if (needed > this.bytes.length) {
       this.bytes = Buffer.alloc(2 * needed)
+      this.data = dataView(this.bytes)
+      this.views = []
       versionLine.copy(this.bytes, 0)
     }
-    const out = this.bytes
+    const out = this.data
     let at = versionLine.length
     for (let i = 0; i < eventFieldCount; i++) {
       const from = row.start[i] as number
       const length = row.length[i] as number
       const kind = eventFieldKinds[i]
       if (length < 0) {
-        out[at++] = 126 // ~
+        out.setUint8(at++, 126) // ~
       } else if (kind === text) {
         at = writeField(source, from, length, out, at)
       } else if (kind === uuid) {
@@ -254,75 +265,102 @@ class CanonicalWriter {
         at = writeRoles(source, from, length, out, at)
         if (at < 0) return -1
       }
-      out[at++] = 10 // \n
+      out.setUint8(at++, 10) // \n
     }
     return at
   }
 
+  /** The first `length` bytes written, as a view that stays valid until the next `write`. */
+  view (length: number): Buffer {
+    return this.views[length] ??= this.bytes.subarray(0, length)
+  }
+
   /** `27:YYYY-MM-DDTHH:MI:SS.ffffffZ` from microseconds since 2000-01-01 UTC. */
-  private writeTime (micros: number, out: Buffer, at: number): number {
+  private writeTime (micros: number, out: DataView, at: number): number {
     const second = Math.floor(micros / 1_000_000)
     if (!(second >= earliestSecond && second <= latestSecond)) return -1
+    const secondText = this.secondText
     if (second !== this.second) {
-      this.secondText.write(new Date((second + postgresEpochSeconds) * 1000).toISOString().slice(0, 20), 'latin1')
+      const iso = new Date((second + postgresEpochSeconds) * 1000).toISOString()
+      for (let i = 0; i < 20; i++) secondText.setUint8(i, iso.charCodeAt(i))
       this.second = second
     }
-    out[at] = 50 // 2
-    out[at + 1] = 55 // 7
-    out[at + 2] = 58 // :
-    this.secondText.copy(out, at + 3)
+    out.setUint8(at, 50) // 2
+    out.setUint8(at + 1, 55) // 7
+    out.setUint8(at + 2, 58) // :
+    copyBytes(secondText, 0, 20, out, at + 3)
     let fraction = micros - second * 1_000_000
     for (let i = at + 28; i > at + 22; i--) {
-      out[i] = 48 + (fraction % 10)
-      fraction = Math.floor(fraction / 10)
+      const rest = (fraction / 10) | 0
+      out.setUint8(i, 48 + fraction - 10 * rest)
+      fraction = rest
     }
-    out[at + 29] = 90 // Z
+    out.setUint8(at + 29, 90) // Z
     return at + 30
   }
 }
 
 /** `36:` and the uuid as 8-4-4-4-12 lower-case hex. */
-function writeUuid (source: Buffer, from: number, out: Buffer, at: number): number {
-  out[at++] = 51 // 3
-  out[at++] = 54 // 6
-  out[at++] = 58 // :
-  for (let i = 0; i < 16; i++) {
-    if (i === 4 || i === 6 || i === 8 || i === 10) out[at++] = 45 // -
-    const byte = source[from + i] as number
-    out[at++] = hexPairs[2 * byte] as number
-    out[at++] = hexPairs[2 * byte + 1] as number
+function writeUuid (source: DataView, from: number, out: DataView, at: number): number {
+  out.setUint8(at, 51) // 3
+  out.setUint8(at + 1, 54) // 6
+  out.setUint8(at + 2, 58) // :
+  at = writeHex(source, from, 4, out, at + 3)
+  out.setUint8(at, 45) // -
+  at = writeHex(source, from + 4, 2, out, at + 1)
+  out.setUint8(at, 45)
+  at = writeHex(source, from + 6, 2, out, at + 1)
+  out.setUint8(at, 45)
+  at = writeHex(source, from + 8, 2, out, at + 1)
+  out.setUint8(at, 45)
+  return writeHex(source, from + 10, 6, out, at + 1)
+}
+
+/** `count` bytes (even) as lower-case hex, four digits at a time. */
+function writeHex (source: DataView, from: number, count: number, out: DataView, at: number): number {
+  for (let i = 0; i < count; i += 2) {
+    out.setUint32(at + 2 * i, (hexPairs[source.getUint8(from + i)] as number) << 16 | (hexPairs[source.getUint8(from + i + 1)] as number))
   }
-  return at
+  return at + 2 * count
 }
 
 /** `<digits>:<value in decimal>` */
-function writeDecimalField (out: Buffer, at: number, value: number): number {
-  let digits = 1
-  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++
+function writeDecimalField (out: DataView, at: number, value: number): number {
+  const digits = decimalDigits(value)
   at = writeDecimal(out, at, digits)
-  out[at++] = 58 // :
+  out.setUint8(at++, 58) // :
   return writeDecimal(out, at, value)
 }
 
+/** Digits of a non-negative integer below 2^53 in decimal, without dividing. */
+function decimalDigits (value: number): number {
+  let digits = 1
+  for (let power = 10; value >= power; power *= 10) digits++
+  return digits
+}
+
 /** `<byte length>:<bytes>` */
-function writeField (source: Buffer, from: number, length: number, out: Buffer, at: number): number {
+function writeField (source: DataView, from: number, length: number, out: DataView, at: number): number {
   at = writeDecimal(out, at, length)
-  out[at++] = 58 // :
-  if (length > 48) {
-    source.copy(out, at, from, from + length)
-    return at + length
-  }
-  for (let i = 0; i < length; i++) out[at + i] = source[from + i] as number
+  out.setUint8(at++, 58) // :
+  return copyBytes(source, from, length, out, at)
+}
+
+/** Copies four bytes at a time: for the short fields here, cheaper than a call into Buffer.copy. */
+function copyBytes (source: DataView, from: number, length: number, out: DataView, at: number): number {
+  let i = 0
+  for (; i + 4 <= length; i += 4) out.setUint32(at + i, source.getUint32(from + i))
+  for (; i < length; i++) out.setUint8(at + i, source.getUint8(from + i))
   return at + length
 }
 
-function writeDecimal (out: Buffer, at: number, value: number): number {
-  if (value < 10) { out[at] = 48 + value; return at + 1 }
-  let digits = 1
-  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++
-  for (let i = digits - 1; i >= 0; i--) {
-    out[at + i] = 48 + (value % 10)
-    value = Math.floor(value / 10)
+function writeDecimal (out: DataView, at: number, value: number): number {
+  if (value < 10) { out.setUint8(at, 48 + value); return at + 1 }
+  const digits = decimalDigits(value)
+  for (let i = at + digits - 1; i >= at; i--) {
+    const rest = Math.floor(value / 10)
+    out.setUint8(i, 48 + value - 10 * rest)
+    value = rest
   }
   return at + digits
 }
@@ -332,31 +370,41 @@ function writeDecimal (out: Buffer, at: number, value: number): number {
  * then per dimension its size and lower bound, then each element as length and bytes). The enum
  * labels are sent as their text. -1 for what the canonical form has no single answer to here.
  */
-function writeRoles (source: Buffer, from: number, length: number, out: Buffer, at: number): number {
+function writeRoles (source: DataView, from: number, length: number, out: DataView, at: number): number {
   if (length < 12) return -1
-  const dimensions = source.readInt32BE(from)
-  const hasNulls = source.readInt32BE(from + 4)
+  const dimensions = source.getInt32(from)
+  const hasNulls = source.getInt32(from + 4)
   if (hasNulls !== 0) return -1
   if (dimensions === 0) {
-    out[at] = 48 // 0
-    out[at + 1] = 35 // #
+    out.setUint8(at, 48) // 0
+    out.setUint8(at + 1, 35) // #
     return at + 2
   }
   if (dimensions !== 1 || length < 20) return -1
-  const count = source.readInt32BE(from + 12)
+  const count = source.getInt32(from + 12)
+  if (count < 0) return -1
   at = writeDecimal(out, at, count)
-  out[at++] = 35 // #
+  out.setUint8(at++, 35) // #
+  const end = from + length
   let element = from + 20
   for (let i = 0; i < count; i++) {
-    const size = source.readInt32BE(element)
-    if (size < 0) return -1
+    if (element + 4 > end) return -1
+    const size = source.getInt32(element)
+    if (size < 0 || element + 4 + size > end) return -1
     at = writeField(source, element + 4, size, out, at)
     element += 4 + size
   }
-  return element === from + length ? at : -1
+  return element === end ? at : -1
 }
 
 const digitsOnly = /^\d+$/
+
+/** Whether two 16-byte uuid fields are the same uuid. */
+function sameId (a: DataView, aFrom: number, aLength: number, b: DataView, bFrom: number, bLength: number): boolean {
+  if (aLength !== 16 || bLength !== 16) return false
+  for (let i = 0; i < 16; i += 4) if (a.getUint32(aFrom + i) !== b.getUint32(bFrom + i)) return false
+  return true
+}
 
 /**
  * Walks the chain from its start with the two COPY streams, as far as it matches. Resolves to the
@@ -401,22 +449,19 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
   if (last.xid === null || last.seq === null || !digitsOnly.test(last.position) || !digitsOnly.test(last.xid) || !digitsOnly.test(last.seq)) {
     return { state, complete: false }
   }
-  // The database's checkpoints, compactly: sizes, and head hashes as 32 bytes each.
+  // The database's checkpoints: sizes, and head hashes as stored, compared as text as the precise walk does.
   const checkpointRows = input.checkpointBoundId === undefined
     ? []
     : await sealSide.unsafe<CheckpointRow[]>(
       'select c.size::text as size, c.head_hash from audit_checkpoints c where c.id <= $1::bigint order by c.size, c.id', [input.checkpointBoundId])
   const checkpointSizes = new Float64Array(checkpointRows.length + 1)
-  const checkpointHeads = Buffer.alloc(32 * checkpointRows.length)
-  // A head hash that is not 64 hex digits never matches: the precise walk says what it is.
-  const checkpointReadable = checkpointRows.map((row, i) => {
+  const checkpointHeads = checkpointRows.map((row, i) => {
     checkpointSizes[i] = Number(row.size)
-    return decodeHash(Buffer.from(row.head_hash, 'latin1'), 0, row.head_hash.length, checkpointHeads, 32 * i)
+    return row.head_hash
   })
   checkpointSizes[checkpointRows.length] = Infinity
   const fileSize = input.fileCheckpoint?.size ?? -1
-  const fileHead = Buffer.alloc(32)
-  if (input.fileCheckpoint !== undefined && !decodeHash(Buffer.from(input.fileCheckpoint.headHash, 'latin1'), 0, 64, fileHead, 0)) return { state, complete: false }
+  const fileHead = input.fileCheckpoint?.headHash
 
   const seals = new BinaryCopyReader(await sealSide.unsafe(`
     copy (select s.position, s.event_id, s.event_hash, s.chain_hash, s.horizon
@@ -429,7 +474,12 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     const canonical = new CanonicalWriter()
     // [chain hash at the previous position ‖ event hash]: the input of the next chain hash.
     const chainInput = Buffer.alloc(64)
-    const storedChain = Buffer.alloc(32)
+    // Each hash comes back as a latin1 string of its 32 bytes: on Node 20 `crypto.hash` returns a
+    // string several times faster than a Buffer. It is compared with the stored hex text as that
+    // arrives, and only printed as hex where a checkpoint compares it.
+    const digestHex = (digest: string) => Buffer.from(digest, 'latin1').toString('hex')
+    /** The chain hash at `position`. */
+    let head = '\0'.repeat(32)
     let position = 0
     let previousXid = -1
     let previousSeq = -1
@@ -446,35 +496,32 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
       if (eventRow === 'more') eventRow = await events.more()
       if (eventRow === 'end') { matched = false; break }
       const at = position + 1
-      const s = seals.buffer
-      const e = events.buffer
-        const sealPosition = seals.length[0] === 8 ? int64(s, seals.start[0] as number) : NaN
+      const s = seals.data
+      const e = events.data
+      const sealPosition = seals.length[0] === 8 ? int64(s, seals.start[0] as number) : NaN
       const seq = events.length[seqField] === 8 ? int64(e, events.start[seqField] as number) : NaN
       const xid = events.length[xidField] === 8 ? int64(e, events.start[xidField] as number) : NaN
       const horizon = seals.length[4] === 8 ? int64(s, seals.start[4] as number) : NaN
-      const idStart = events.start[0] as number
-      const sealIdStart = seals.start[1] as number
       // NaN fails every comparison below: out of range, the precise walk decides.
       if (!(sealPosition === at && xid >= 0 && seq >= 0 && xid < horizon) ||
-        seals.length[1] !== 16 || events.length[0] !== 16 || s.compare(e, idStart, idStart + 16, sealIdStart, sealIdStart + 16) !== 0 ||
+        !sameId(s, seals.start[1] as number, seals.length[1] as number, e, events.start[0] as number, events.length[0] as number) ||
         xid < previousXid || (xid === previousXid && seq <= previousSeq)) { matched = false; break }
       const length = canonical.write(events)
-      if (length < 0 || !decodeHash(s, seals.start[2] as number, seals.length[2] as number, chainInput, 32) ||
-        !decodeHash(s, seals.start[3] as number, seals.length[3] as number, storedChain, 0)) { matched = false; break }
-      const eventHash = hash('sha256', canonical.bytes.subarray(0, length), 'buffer') as unknown as Buffer
-      if (eventHash.compare(chainInput, 32, 64) !== 0) { matched = false; break }
-      const next = hash('sha256', chainInput, 'buffer') as unknown as Buffer
-      if (!next.equals(storedChain)) { matched = false; break }
+      if (length < 0) { matched = false; break }
+      const eventHash = hash('sha256', canonical.view(length), 'binary')
+      if (!storedHexIs(eventHash, s, seals.start[2] as number, seals.length[2] as number, chainInput, 32)) { matched = false; break }
+      const next = hash('sha256', chainInput, 'binary')
+      // Into the input of the next chain hash, as it matches (`head` keeps the last good one).
+      if (!storedHexIs(next, s, seals.start[3] as number, seals.length[3] as number, chainInput, 0)) { matched = false; break }
       while ((checkpointSizes[nextCheckpoint] as number) < at) nextCheckpoint++
-      let checkpointsMatch = true
-      let checkpointHere = false
-      for (let i = nextCheckpoint; checkpointSizes[i] === at; i++) {
-        checkpointHere = true
-        if (checkpointReadable[i] !== true || next.compare(checkpointHeads, 32 * i, 32 * i + 32) !== 0) checkpointsMatch = false
+      if (checkpointSizes[nextCheckpoint] === at || fileSize === at) {
+        const nextHex = digestHex(next)
+        let checkpointsMatch = fileSize !== at || fileHead === nextHex
+        for (let i = nextCheckpoint; checkpointSizes[i] === at; i++) if (checkpointHeads[i] !== nextHex) checkpointsMatch = false
+        if (!checkpointsMatch) { matched = false; break }
+        if (checkpointSizes[nextCheckpoint] === at) lastGoodCheckpoint = at
       }
-      if (!checkpointsMatch || (fileSize === at && !next.equals(fileHead))) { matched = false; break }
-      if (checkpointHere) lastGoodCheckpoint = at
-      next.copy(chainInput, 0)
+      head = next
       position = at
       previousXid = xid
       previousSeq = seq
@@ -488,7 +535,7 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     return {
       state: {
         position,
-        head: chainInput.toString('hex', 0, 32),
+        head: digestHex(head),
         previousKey: position > 0 ? [BigInt(previousXid), BigInt(previousSeq)] : undefined,
         lastGoodCheckpoint
       },
