@@ -135,6 +135,26 @@ t.test('the streaming walk is used on PostgreSQL and agrees with the precise wal
   }
 })
 
+t.test('a column retyped with its binary values kept (text to bytea): the streaming walk steps aside, and the change is named', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  await seedEvents(own.superuser, 12)
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, { batchSize: 5, checkpointEveryEvents: 4, checkpointIntervalSeconds: 3600 }))
+  // The COPY sends the same bytes for the bytea as it did for the text; the canonical form prints it as \x….
+  await own.superuser`alter table audit_events alter column ip type bytea using convert_to(ip, 'UTF8')`
+  const statements: string[] = []
+  const { openDatabase } = await import('@haven/schema')
+  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
+  t.teardown(async () => { await counted.close() })
+  const publicKey = createPublicKey(keys.publicPem)
+  const streamed = await verifyAuditChain(counted.db, { publicKey })
+  t.equal(statements.filter((s) => /^\s*copy \(/i.test(s)).length, 0, 'no COPY: the types are not the ones the stream reader knows')
+  t.equal(streamed.ok, false)
+  t.same(streamed, await verifyAuditChain(counted.db, { publicKey, streaming: false }), 'the same first mismatch as the precise walk')
+  t.match(streamed.firstMismatch, { reason: 'event_altered', position: 1 })
+})
+
 t.test('the streaming walk reads rows however its COPY streams are cut into chunks', async (t) => {
   const own = await ownDatabase(t)
   const key = auditSigningKey(sealerConfig(tempDir(t), auditKeys())).privateKey
@@ -144,8 +164,9 @@ t.test('the streaming walk reads rows however its COPY streams are cut into chun
   if (client === undefined) throw new Error('no streaming client')
   const [bound] = await own.superuser`select max(id)::text as id from audit_checkpoints`
   const input = { checkpointBoundId: bound?.id as string, fileCheckpoint: undefined }
-  // The same client, with each COPY stream re-cut into pieces of 1 to 700 bytes, handed over one at
-  // a time: rows, their fields, and the header split anywhere, several rows in one piece too. (The
+  // The same client, with each COPY stream re-cut into pieces of 1 to 700 bytes (the reader may
+  // take two together, as a stream hands over what it has buffered): rows, their fields, and the
+  // header split anywhere, several rows in one piece too. (The
   // original streams are read whole first: a trail this small never fills their buffers, so
   // postgres.js never pauses its socket for them.)
   const sizes = [1, 2, 3, 5, 7, 11, 64, 700]

@@ -175,6 +175,17 @@ const eventFieldCount = eventFieldKinds.length
 const seqField = 1
 const xidField = 2
 
+/**
+ * The column types those binary values are read as, for the events and the seals, in the COPYs'
+ * order. The encoder reads only the bytes, and a column whose type were changed while its binary
+ * form stayed the same (text to bytea, say, by someone with DDL rights) would pass here while the
+ * precise walk, printing the new type, sees a changed event: the walk runs only on these types.
+ */
+const expectedColumnTypes = {
+  audit_events: { columns: eventFields.replaceAll('e.', '').split(/,\s*/), types: 'uuid,bigint,xid8,timestamp with time zone,uuid,uuid,role[],audit_action,audit_outcome,uuid,audit_target_type,uuid,uuid,purpose,text,text' },
+  audit_seals: { columns: ['position', 'event_id', 'event_hash', 'chain_hash', 'horizon'], types: 'bigint,uuid,text,text,xid8' }
+}
+
 const versionLine = Buffer.from('haven-audit-event/1\n', 'latin1')
 
 /** The two lower-case hex digits of each byte value, as one big-endian 16-bit number. */
@@ -446,6 +457,12 @@ async function walkInSnapshot (sealSide: Client, eventSide: Client, input: Strea
     select s.position::text as position, e.xid::text as xid, e.seq::text as seq
     from audit_seals s left join audit_events e on e.id = s.event_id order by s.position desc limit 1`)
   if (last === undefined) return { state, complete: true }
+  for (const [table, expected] of Object.entries(expectedColumnTypes)) {
+    const [found] = await sealSide.unsafe<{ types: string | null }[]>(`
+      select string_agg(format_type(a.atttypid, a.atttypmod), ',' order by array_position($1::text[], a.attname::text)) as types
+      from pg_attribute a where a.attrelid = $2::regclass and a.attname = any($1::text[]) and not a.attisdropped`, [expected.columns, table])
+    if (found?.types !== expected.types) return { state, complete: false }
+  }
   if (last.xid === null || last.seq === null || !digitsOnly.test(last.position) || !digitsOnly.test(last.xid) || !digitsOnly.test(last.seq)) {
     return { state, complete: false }
   }
