@@ -135,6 +135,31 @@ t.test('the streaming walk is used on PostgreSQL and agrees with the precise wal
   }
 })
 
+t.test('an event larger than the encoder\'s first buffer (64 KB): the streaming walk grows it and still agrees', async (t) => {
+  const own = await ownDatabase(t)
+  const keys = auditKeys()
+  const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
+  await seedEvents(own.superuser, 3)
+  await own.superuser`
+    insert into audit_events (actor_roles, action, outcome, request_id, ip)
+    values ('{caseworker}', 'referral.read', 'success', repeat('r', 40000), repeat('i', 9000))`
+  await seedEvents(own.superuser, 3)
+  await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, { batchSize: 5, checkpointEveryEvents: 2, checkpointIntervalSeconds: 3600 }))
+  const statements: string[] = []
+  const { openDatabase } = await import('@haven/schema')
+  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
+  t.teardown(async () => { await counted.close() })
+  const publicKey = createPublicKey(keys.publicPem)
+  t.match(await verifyAuditChain(counted.db, { publicKey }), { ok: true, checked: 7 })
+  t.equal(statements.filter((s) => /^\s*copy \(/i.test(s)).length, 2, 'by the streaming walk')
+  await own.superuser`alter table audit_events disable trigger audit_events_no_update_delete`
+  await own.superuser`update audit_events set request_id = repeat('r', 39999) || 's' where length(request_id) = 40000`
+  await own.superuser`alter table audit_events enable trigger audit_events_no_update_delete`
+  const streamed = await verifyAuditChain(counted.db, { publicKey })
+  t.match(streamed.firstMismatch, { reason: 'event_altered', position: 4 })
+  t.same(streamed, await verifyAuditChain(counted.db, { publicKey, streaming: false }), 'the same first mismatch as the precise walk')
+})
+
 t.test('a column retyped with its binary values kept (text to bytea): the streaming walk steps aside, and the change is named', async (t) => {
   const own = await ownDatabase(t)
   const keys = auditKeys()
