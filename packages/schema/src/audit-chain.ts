@@ -326,6 +326,13 @@ const isoMillis = `'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'`
 const checkpointColumns = sql.raw(`c.id::text as id, c.size::text as size, c.head_hash, to_char(c.signed_at at time zone 'UTC', ${isoMillis}) as signed_at, c.signature`)
 
 /**
+ * One streaming walk per process at a time: each holds two connections of the pool for its whole
+ * length, so several at once could take every connection the API serves requests from, or wait
+ * for ever on their second. A verification that starts meanwhile takes the precise walk.
+ */
+let streamingWalkRunning = false
+
+/**
  * Recomputes the chain from the events, in seal order, and checks it against the stored seals, the
  * signed checkpoints (all of the database's, by hash; the latest of the database and of the file
  * sink, by signature too) and the events themselves: every event up to the last sealed one must be
@@ -337,13 +344,6 @@ const checkpointColumns = sql.raw(`c.id::text as id, c.size::text as size, c.hea
  * start. The precise walk reads in batches, PostgreSQL hashing each event: memory stays flat
  * whatever the size of the trail.
  */
-/**
- * One streaming walk per process at a time: each holds two connections of the pool for its whole
- * length, so several at once could take every connection the API serves requests from, or wait
- * for ever on their second. A verification that starts meanwhile takes the precise walk.
- */
-let streamingWalkRunning = false
-
 export async function verifyAuditChain (db: Db, options: VerifyOptions): Promise<VerifyResult> {
   const batchSize = options.batchSize ?? 5000
   const fileCheckpoint = options.checkpointFile !== undefined ? await readLatestFileCheckpoint(options.checkpointFile) : undefined

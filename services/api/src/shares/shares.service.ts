@@ -5,7 +5,7 @@
  */
 import {
   agencies, type AuditContext, type Db, defaultResponseHours, notes, type Share, type ShareClose, type ShareCreate, shares,
-  shareTransitions, type ShareTransitionName, writeAuditEvent, writeOutbox
+  shareTransitions, type ShareTransitionName, writeAuditEvent, writeAuditEvents, writeOutbox
 } from '@haven/schema'
 import { eq } from 'drizzle-orm'
 import { conflict, forbidden, isUniqueViolation, notFound, unprocessable } from '../errors.ts'
@@ -84,13 +84,16 @@ export async function transitionShare (db: Db, caller: Caller, context: AuditCon
         : `This share cannot be ${transition.to} now: it is ${share.status === 'pending' ? 'no longer pending' : share.status}.`)
     }
     const noteBody = details.note ?? details.reason
-    if (noteBody !== undefined) {
-      // An outcome note goes to everyone with access; a withdrawal reason stays with the origin.
-      const [note] = await tx.insert(notes).values({ referralId, agencyId: caller.agencyId, authorId: caller.userId, body: noteBody, visibility: name === 'close' ? 'shared' : 'agency' })
+    // An outcome note goes to everyone with access; a withdrawal reason stays with the origin.
+    const [note] = noteBody === undefined
+      ? []
+      : await tx.insert(notes).values({ referralId, agencyId: caller.agencyId, authorId: caller.userId, body: noteBody, visibility: name === 'close' ? 'shared' : 'agency' })
         .returning({ id: notes.id })
-      await writeAuditEvent(tx, context, { action: 'note.create', outcome: 'success', referralId, target: { type: 'note', id: note?.id ?? null } })
-    }
-    await writeAuditEvent(tx, context, { action: transition.audit, outcome: 'success', referralId, target: { type: 'share', id: shareId }, recipientAgencyId: share.agencyId })
+    // The note's event and the transition's, in one statement.
+    await writeAuditEvents(tx, context, [
+      ...(note !== undefined ? [{ action: 'note.create' as const, outcome: 'success' as const, referralId, target: { type: 'note' as const, id: note.id } }] : []),
+      { action: transition.audit, outcome: 'success', referralId, target: { type: 'share', id: shareId }, recipientAgencyId: share.agencyId }
+    ])
     await writeOutbox(tx, [{ type: transition.outbox, payload: { referralId, shareId, agencyId: share.agencyId } }])
     return toShare(row)
   })
