@@ -27,6 +27,22 @@ const event = (fields: Partial<ChainEvent> = {}): ChainEvent => ({
   targetType: 'audit', targetId: null, recipientAgencyId: null, purpose: 'audit', requestId: 'r1', ip: '10.0.0.1', ...fields
 })
 
+/**
+ * Another handle on the database at `url`, with room for the streaming walk's two connections,
+ * that counts the COPY statements run through it: the streaming walk runs two, the precise walk none.
+ */
+async function copyCounting (t: Test, url: string) {
+  const statements: string[] = []
+  const { openDatabase } = await import('@haven/schema')
+  const database = await openDatabase({ url, max: 4, onQuery: (statement) => { statements.push(statement) } })
+  t.teardown(async () => { await database.close() })
+  return {
+    db: database.db,
+    copies: () => statements.filter((s) => /^\s*copy \(/i.test(s)).length,
+    reset: () => { statements.length = 0 }
+  }
+}
+
 t.test('canonical bytes: a fixed, length-prefixed layout, so no two events share bytes', async (t) => {
   t.equal(canonicalEventBytes(event()).toString(), [
     'haven-audit-event/1', '36:00000000-0000-4000-8000-000000000001', '1:1', '3:700', '27:2026-11-28T10:00:00.123456Z', '~', '~',
@@ -69,14 +85,11 @@ t.test('the streaming walk is used on PostgreSQL and agrees with the precise wal
   const publicKey = createPublicKey(keys.publicPem)
   const key = auditSigningKey(sealerConfig(tempDir(t), keys)).privateKey
   const policy = { batchSize: 50, checkpointEveryEvents: 7, checkpointIntervalSeconds: 3600 }
-  const statements: string[] = []
-  const { openDatabase } = await import('@haven/schema')
-  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
-  t.teardown(async () => { await counted.close() })
+  const counted = await copyCounting(t, own.url)
   const both = async () => {
-    statements.length = 0
+    counted.reset()
     const streamed = await verifyAuditChain(counted.db, { publicKey })
-    const streamedCopies = statements.filter((s) => /^\s*copy \(/i.test(s)).length
+    const streamedCopies = counted.copies()
     const precise = await verifyAuditChain(counted.db, { publicKey, streaming: false })
     return { streamed, precise, streamedCopies }
   }
@@ -145,13 +158,10 @@ t.test('an event larger than the encoder\'s first buffer (64 KB): the streaming 
     values ('{caseworker}', 'referral.read', 'success', repeat('r', 40000), repeat('i', 9000))`
   await seedEvents(own.superuser, 3)
   await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, { batchSize: 5, checkpointEveryEvents: 2, checkpointIntervalSeconds: 3600 }))
-  const statements: string[] = []
-  const { openDatabase } = await import('@haven/schema')
-  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
-  t.teardown(async () => { await counted.close() })
+  const counted = await copyCounting(t, own.url)
   const publicKey = createPublicKey(keys.publicPem)
   t.match(await verifyAuditChain(counted.db, { publicKey }), { ok: true, checked: 7 })
-  t.equal(statements.filter((s) => /^\s*copy \(/i.test(s)).length, 2, 'by the streaming walk')
+  t.equal(counted.copies(), 2, 'by the streaming walk')
   await own.superuser`alter table audit_events disable trigger audit_events_no_update_delete`
   await own.superuser`update audit_events set request_id = repeat('r', 39999) || 's' where length(request_id) = 40000`
   await own.superuser`alter table audit_events enable trigger audit_events_no_update_delete`
@@ -168,13 +178,10 @@ t.test('a column retyped with its binary values kept (text to bytea): the stream
   await untilSealed(own, async () => await sealAuditBatch(own.database.db, key, { batchSize: 5, checkpointEveryEvents: 4, checkpointIntervalSeconds: 3600 }))
   // The COPY sends the same bytes for the bytea as it did for the text; the canonical form prints it as \x….
   await own.superuser`alter table audit_events alter column ip type bytea using convert_to(ip, 'UTF8')`
-  const statements: string[] = []
-  const { openDatabase } = await import('@haven/schema')
-  const counted = await openDatabase({ url: own.url, max: 4, onQuery: (statement) => { statements.push(statement) } })
-  t.teardown(async () => { await counted.close() })
+  const counted = await copyCounting(t, own.url)
   const publicKey = createPublicKey(keys.publicPem)
   const streamed = await verifyAuditChain(counted.db, { publicKey })
-  t.equal(statements.filter((s) => /^\s*copy \(/i.test(s)).length, 0, 'no COPY: the types are not the ones the stream reader knows')
+  t.equal(counted.copies(), 0, 'no COPY: the types are not the ones the stream reader knows')
   t.equal(streamed.ok, false)
   t.same(streamed, await verifyAuditChain(counted.db, { publicKey, streaming: false }), 'the same first mismatch as the precise walk')
   t.match(streamed.firstMismatch, { reason: 'event_altered', position: 1 })
