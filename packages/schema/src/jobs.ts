@@ -15,7 +15,14 @@ export interface JobPayloads {
   'event.fanout': { outboxIds: string[] }
   /** One email about one event to one agency's shared inbox. */
   'email.send': { eventId: string, agencyId: string }
-  /** One event to one webhook endpoint. */
+  /**
+   * First attempts of fresh deliveries (up to 16) to one webhook endpoint, made at once: how fan-out
+   * hands deliveries over. A queue job per delivery cost more of the worker's CPU than the POST
+   * itself (`pnpm bench:notifications`). A delivery whose first attempt fails goes on alone as a
+   * `webhook.deliver` job; one already attempted is skipped, so a batch run again sends nothing twice.
+   */
+  'webhook.deliverBatch': { deliveryIds: string[] }
+  /** One event to one webhook endpoint: the retries of a failed first attempt, re-dispatches and manual retries. */
   'webhook.deliver': { deliveryId: string }
 }
 export type JobName = keyof JobPayloads
@@ -38,8 +45,21 @@ export const queueOf: Record<JobName, QueueSettings> = {
   // About 1 s, 2 s, 4 s … 4 min: a failing endpoint is given up on after roughly 8 minutes.
   // A delivery mostly waits (on the receiver, and on the batched statements it shares with the
   // others), so 64 run at once; a receiver that hangs holds one slot for at most 10 s.
-  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 }
+  'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 },
+  // A batch's POSTs run at once, and it holds its slot until the slowest ends (at most 10 s).
+  // Batches are per endpoint, so an endpoint that hangs holds one slot per batch of its own; the
+  // others' first attempts wait only once it holds all 8, and its retries are single jobs. More
+  // slots were slower: BullMQ takes a job for every free slot, one round trip each, before it
+  // starts any (64: 0.64-0.77 of raw BullMQ in `pnpm bench:notifications`, 8: 0.82-0.87).
+  // Attempts here are for failures around the POSTs (the database, Redis), not for the POSTs.
+  'webhook.deliverBatch': { name: 'haven-webhook-batches', attempts: 10, backoffMs: 1_000, concurrency: 8 }
 }
+
+/** Deliveries per `webhook.deliverBatch` job, all to one endpoint: 8 × 16 first attempts at once at most. */
+export const webhookBatchSize = 16
+
+/** The same ids in any order: the same key. */
+const setKey = (ids: string[]) => createHash('sha256').update([...ids].sort().join(',')).digest('hex').slice(0, 32)
 
 /**
  * Deterministic job ids: adding the same work twice (a relay re-run after a crash, a re-dispatch
@@ -47,7 +67,8 @@ export const queueOf: Record<JobName, QueueSettings> = {
  */
 export const jobIdOf = {
   /** The same batch again (the relay re-run after a crash) is the same job. */
-  'event.fanout': (p: JobPayloads['event.fanout']) => `events-${createHash('sha256').update([...p.outboxIds].sort().join(',')).digest('hex').slice(0, 32)}`,
+  'event.fanout': (p: JobPayloads['event.fanout']) => `events-${setKey(p.outboxIds)}`,
   'email.send': (p: JobPayloads['email.send']) => `email-${p.eventId}-${p.agencyId}`,
-  'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`
+  'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`,
+  'webhook.deliverBatch': (p: JobPayloads['webhook.deliverBatch']) => `webhooks-${setKey(p.deliveryIds)}`
 }

@@ -1,7 +1,10 @@
 import { createHmac } from 'node:crypto'
-import { auditEvents, notifications, outbox, publicOnlyLookup, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { deliverWebhook, expireShares, remindShares, webhookStore } from '@haven/worker'
-import { and, eq, sql } from 'drizzle-orm'
+import { randomUUID } from 'node:crypto'
+import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
+import { createQueues, deliverWebhook, deliverWebhookBatch, expireShares, remindShares, webhookStore } from '@haven/worker'
+import { Queue } from 'bullmq'
+import { and, eq, inArray, sql } from 'drizzle-orm'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import { startReceiver, startSmtp, startTestWorker } from './channels.ts'
 import { buildHarness, freshDatabaseUrl, makeAgency, referralBodies, signedIn, waitFor } from './helper.ts'
@@ -141,6 +144,74 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   const told = await admin.request({ method: 'GET', url: '/v1/notifications' })
   t.match(told.json().items, [{ type: 'webhook.disabled', referralId: null, reference: null }], 'its agency admins are told')
   t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'])
+})
+
+t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again sends nothing twice', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const failingEvents = new Set<string>()
+  const receiver = await startReceiver(t, (hook) => failingEvents.has(String(hook.headers['haven-event-id'])) ? 500 : 200)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const webhook = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).json()
+  const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+  const share = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
+  // Four deliveries of four events: fresh and answered, fresh and refused, already attempted, retried by hand.
+  const events = await h.database.db.insert(outbox).values([1, 2, 3, 4].map(() => ({ type: 'share.created' as const, payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }))).returning()
+  failingEvents.add(events[1]?.id ?? '')
+  const made = await h.database.db.insert(webhookDeliveries).values(events.map((event, i) => ({
+    webhookId: webhook.id, eventId: event.id, type: 'share.created' as const, attempts: i === 2 ? 1 : 0, generation: i === 3 ? 1 : 0
+  }))).returning()
+  const ids = made.map((d) => d.id)
+  const deps = { db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }
+  const handedOn: string[][] = []
+  const retry = async (failed: string[]) => { handedOn.push([...failed]) }
+
+  await deliverWebhookBatch(deps, ids, retry)
+  t.equal(receiver.received.length, 2, 'only the fresh deliveries are tried')
+  const rows = new Map((await h.database.db.select().from(webhookDeliveries).where(inArray(webhookDeliveries.id, ids))).map((row) => [row.id, row]))
+  t.match(rows.get(ids[0] ?? ''), { status: 'delivered', attempts: 1, lastStatusCode: 200 })
+  t.match(rows.get(ids[1] ?? ''), { status: 'pending', attempts: 1, lastStatusCode: 500, lastError: 'HTTP 500' }, 'the failure is recorded as for any attempt')
+  t.match(rows.get(ids[2] ?? ''), { status: 'pending', attempts: 1, lastStatusCode: null }, 'an attempted delivery is its own job\'s')
+  t.match(rows.get(ids[3] ?? ''), { status: 'pending', attempts: 0, generation: 1 }, 'a manual retry is its own job\'s')
+  t.same(handedOn, [[ids[1]]], 'the refused one is handed on for its retries')
+  await deliverWebhookBatch(deps, ids, retry)
+  t.equal(receiver.received.length, 2, 'run again (a crash, a stalled job), the batch sends nothing twice')
+  t.same(handedOn[1], [])
+  await t.rejects(deliverWebhookBatch(deps, [ids[1] ?? '', randomUUID()], async () => { throw new Error('Redis is away') }), /Redis is away/,
+    'a hand-over that fails fails the batch, for the queue to run it again')
+
+  // On a Redis of the machine's, under a prefix of the test's own.
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  const prefix = `test-batches-${randomUUID().slice(0, 8)}`
+  const queues = createQueues(connection, prefix)
+  const batchQueue = new Queue(queueOf['webhook.deliverBatch'].name, { connection, prefix })
+  const singleQueue = new Queue(queueOf['webhook.deliver'].name, { connection, prefix })
+  t.teardown(async () => {
+    for (const queue of [batchQueue, singleQueue]) await queue.obliterate({ force: true })
+    await Promise.all([batchQueue.close(), singleQueue.close(), queues.close()])
+    connection.disconnect()
+  })
+  const endpointA = Array.from({ length: 20 }, () => ({ id: randomUUID(), webhookId: 'a' }))
+  const endpointB = Array.from({ length: 3 }, () => ({ id: randomUUID(), webhookId: 'b' }))
+  await queues.addWebhookBatches([...endpointA.slice(0, 10), ...endpointB, ...endpointA.slice(10)])
+  const batches = (await batchQueue.getJobs(['waiting'])).map((job) => job.data.deliveryIds as string[])
+  t.same(batches.map((batch) => batch.length).sort((a, b) => a - b), [3, 4, 16], 'at most 16 a batch')
+  t.same(batches.flat().sort(), [...endpointA, ...endpointB].map((d) => d.id).sort(), 'every delivery once')
+  for (const batch of batches) {
+    t.ok(batch.every((id) => endpointA.some((d) => d.id === id)) || batch.every((id) => endpointB.some((d) => d.id === id)), 'one endpoint a batch')
+  }
+  const failed = endpointA[0]?.id ?? ''
+  await queues.retryWebhooks([failed])
+  await queues.addWebhooks([{ id: failed, generation: 0 }])
+  const retries = await singleQueue.getJobs(['delayed', 'waiting'])
+  t.equal(retries.length, 1, 'the re-dispatch of the same delivery adds nothing while its retry waits')
+  t.equal(retries[0]?.id, `webhook-${failed}-0`)
+  t.equal(retries[0]?.opts.attempts, queueOf['webhook.deliver'].attempts - 1, 'the attempts left after the first')
+  t.ok((retries[0]?.opts.delay ?? 0) >= 500 && (retries[0]?.opts.delay ?? 0) <= 1000, `the first retry after about one backoff (${retries[0]?.opts.delay} ms)`)
+  t.match(retries[0]?.opts.backoff, { type: 'exponential', delay: 2 * queueOf['webhook.deliver'].backoffMs }, 'then twice that, doubling')
 })
 
 t.test('webhook registration: https and public targets only, own agency admins only', async (t) => {

@@ -42,7 +42,7 @@ export interface FanoutDeps { database: Database, queues: Queues, emailEnabled: 
  */
 export async function fanOut (deps: FanoutDeps, outboxIds: string[]): Promise<{ processed: number }> {
   if (outboxIds.length === 0) return { processed: 0 }
-  const rows = await rowsOf<{ channel: 'webhook' | 'email' | 'message', id: string, generation: number, agency_id: string | null }>(deps.database.db, sql`
+  const rows = await rowsOf<{ channel: 'webhook' | 'email' | 'message', id: string, target: string | null }>(deps.database.db, sql`
     with message as (
       select o.id, o.type, o.payload, r.reference, route.roles, route.email and ${deps.emailEnabled}::boolean as email,
         case when route.to_recipient then (o.payload->>'agencyId')::uuid else r.origin_agency_id end as target
@@ -69,21 +69,21 @@ export async function fanOut (deps: FanoutDeps, outboxIds: string[]): Promise<{ 
       select w.id, m.id, m.type from deliverable m
       join webhooks w on w.agency_id = m.target and w.status = 'active' and w.deleted_at is null and m.type = any(w.events)
       on conflict (webhook_id, event_id) do nothing
-      returning id, generation
+      returning id, webhook_id
     ), processed as (
       update outbox set processed_at = now() where id in (select id from message) returning 1
     )
-    select 'webhook' as channel, id::text, generation, null::text as agency_id from hooked
+    select 'webhook' as channel, id::text, webhook_id::text as target from hooked
     -- No earlier run can have left deliveries of these messages: deliveries and processed_at commit
     -- in this one statement. Pending deliveries whose job Redis lost are the sweeper's
     -- (redispatchDeliveries).
     union all
-    select 'email', m.id::text, 0, m.target::text from deliverable m where m.email
+    select 'email', m.id::text, m.target::text from deliverable m where m.email
     union all
-    select 'message', id::text, 0, null from message`)
+    select 'message', id::text, null from message`)
   // Handed over after the write; if Redis fails now, the sweeper hands the pending rows over later.
-  await deps.queues.addEmails(rows.filter((row) => row.channel === 'email').map((row) => ({ eventId: row.id, agencyId: row.agency_id ?? '' })))
-  await deps.queues.addWebhooks(rows.filter((row) => row.channel === 'webhook'))
+  await deps.queues.addEmails(rows.filter((row) => row.channel === 'email').map((row) => ({ eventId: row.id, agencyId: row.target ?? '' })))
+  await deps.queues.addWebhookBatches(rows.filter((row) => row.channel === 'webhook').map((row) => ({ id: row.id, webhookId: row.target ?? '' })))
   return { processed: rows.filter((row) => row.channel === 'message').length }
 }
 

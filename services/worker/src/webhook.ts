@@ -63,6 +63,8 @@ async function post (url: string, headers: Record<string, string>, body: string,
 interface DeliveryRow {
   id: string
   status: string
+  attempts: number
+  generation: number
   event_id: string
   type: OutboxType
   webhook_id: string
@@ -92,7 +94,7 @@ export function webhookStore (db: Db) {
     const wellFormed = ids.filter((id) => uuidPattern.test(id))
     if (wellFormed.length === 0) return ids.map(() => undefined)
     const rows = await rowsOf<DeliveryRow>(db, sql`
-      select d.id::text, d.status, d.event_id::text, d.type, w.id::text as webhook_id, w.agency_id::text, w.url, w.secret,
+      select d.id::text, d.status, d.attempts, d.generation, d.event_id::text, d.type, w.id::text as webhook_id, w.agency_id::text, w.url, w.secret,
         (w.status = 'active' and w.deleted_at is null) as webhook_active,
         (extract(epoch from o.created_at) * 1000)::float8 as occurred_ms, o.payload->>'referralId' as referral_id, o.payload->>'shareId' as share_id, o.payload->>'agencyId' as event_agency_id,
         r.reference, r.urgency
@@ -122,10 +124,14 @@ export type WebhookStore = ReturnType<typeof webhookStore>
 
 export interface WebhookDeps { db: Db, allowPrivate: boolean, store: WebhookStore, onDelivered?: (latencyMs: number) => void }
 
-export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean): Promise<'delivered' | 'skipped'> {
+/**
+ * One attempt at one delivery. `freshOnly` (a batch's first attempt) also skips a delivery that has
+ * been attempted or retried by hand since it was created: its own single job has it.
+ */
+export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean, freshOnly = false): Promise<'delivered' | 'skipped'> {
   // One read: the delivery, its endpoint, and the facts of its event.
   const row = await deps.store.load(deliveryId)
-  if (row === undefined || row.status !== 'pending') return 'skipped'
+  if (row === undefined || row.status !== 'pending' || (freshOnly && (row.attempts > 0 || row.generation > 0))) return 'skipped'
   const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
     : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
@@ -162,4 +168,23 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
     })
     throw failure
   }
+}
+
+/**
+ * First attempts of a batch of fresh deliveries, all at once. Each that fails (its failure is
+ * recorded as for any attempt) is handed to `retry`, which queues its remaining attempts as a
+ * single job; the batch itself fails only if that hand-over does, and a run again skips every
+ * delivery already attempted.
+ */
+export async function deliverWebhookBatch (deps: WebhookDeps, deliveryIds: string[], retry: (deliveryIds: string[]) => Promise<void>, onFailed?: () => void): Promise<void> {
+  const failed: string[] = []
+  await Promise.all(deliveryIds.map(async (id) => {
+    try {
+      await deliverWebhook(deps, id, false, true)
+    } catch {
+      onFailed?.()
+      failed.push(id)
+    }
+  }))
+  await retry(failed)
 }

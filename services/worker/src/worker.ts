@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { deliverWebhook, webhookStore } from './webhook.ts'
+import { deliverWebhook, deliverWebhookBatch, webhookStore } from './webhook.ts'
 
 export interface RunningWorker {
   log: Logger
@@ -59,7 +59,12 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   const transport = config.smtpUrl !== undefined ? createTransport(config.smtpUrl) : undefined
   if (transport === undefined) log.info('SMTP_URL is not set: the email channel is off')
 
-  const deliveries = webhookStore(database.db)
+  const webhookDeps = {
+    db: database.db,
+    allowPrivate: config.webhookAllowPrivate,
+    store: webhookStore(database.db),
+    onDelivered: (ms: number) => { metrics.delivered('webhook', ms) }
+  }
   const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job) => Promise<unknown>) =>
     new Worker(queueOf[name].name, async (job: Job) => await handler(job.data as JobPayloads[N], job), {
       connection: consumer,
@@ -84,9 +89,12 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
         throw error
       }
     }),
+    consume('webhook.deliverBatch', async ({ deliveryIds }) => {
+      await deliverWebhookBatch(webhookDeps, deliveryIds, async (failed) => { await queues.retryWebhooks(failed) }, () => { metrics.failed('webhook') })
+    }),
     consume('webhook.deliver', async ({ deliveryId }, job) => {
       try {
-        await deliverWebhook({ db: database.db, allowPrivate: config.webhookAllowPrivate, store: deliveries, onDelivered: (ms) => { metrics.delivered('webhook', ms) } }, deliveryId, isFinalAttempt(job))
+        await deliverWebhook(webhookDeps, deliveryId, isFinalAttempt(job))
       } catch (error) {
         metrics.failed('webhook')
         throw error
