@@ -19,9 +19,9 @@ export interface JobPayloads {
    * First attempts of fresh deliveries (up to 16) to one webhook endpoint, made at once: how fan-out
    * hands deliveries over. A queue job per delivery cost more of the worker's CPU than the POST
    * itself (`pnpm bench:notifications`). A delivery whose first attempt fails goes on alone as a
-   * `webhook.deliver` job; one already attempted is skipped, so a batch run again sends nothing twice.
+   * `webhook.deliver` job; a batch run again tries only deliveries no attempt has reached.
    */
-  'webhook.deliverBatch': { deliveryIds: string[] }
+  'webhook.deliverBatch': { webhookId: string, deliveryIds: string[] }
   /** One event to one webhook endpoint: the retries of a failed first attempt, re-dispatches and manual retries. */
   'webhook.deliver': { deliveryId: string }
 }
@@ -46,12 +46,11 @@ export const queueOf: Record<JobName, QueueSettings> = {
   // A delivery mostly waits (on the receiver, and on the batched statements it shares with the
   // others), so 64 run at once; a receiver that hangs holds one slot for at most 10 s.
   'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 },
-  // A batch's POSTs run at once, and it holds its slot until the slowest ends (at most 10 s).
-  // Batches are per endpoint, so an endpoint that hangs holds one slot per batch of its own; the
-  // others' first attempts wait only once it holds all 8, and its retries are single jobs. More
+  // A batch's POSTs run at once, and it holds its slot until the slowest ends (at most 10 s); an
+  // endpoint already that slow gets single jobs instead (the worker's webhookBatchRunner). More
   // slots were slower: BullMQ takes a job for every free slot, one round trip each, before it
   // starts any (64: 0.64-0.77 of raw BullMQ in `pnpm bench:notifications`, 8: 0.82-0.87).
-  // Attempts here are for failures around the POSTs (the database, Redis), not for the POSTs.
+  // Attempts here cover failures around the POSTs (the database, handing retries to Redis).
   'webhook.deliverBatch': { name: 'haven-webhook-batches', attempts: 10, backoffMs: 1_000, concurrency: 8 }
 }
 

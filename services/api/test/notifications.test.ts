@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliverWebhookBatch, expireShares, remindShares, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, expireShares, remindShares, slowBatchMs, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -146,42 +146,75 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'])
 })
 
-t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again sends nothing twice', async (t) => {
+t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again tries nothing twice', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const failingEvents = new Set<string>()
   const receiver = await startReceiver(t, (hook) => failingEvents.has(String(hook.headers['haven-event-id'])) ? 500 : 200)
+  const slow = await startReceiver(t, () => ({ status: 200, afterMs: slowBatchMs + 500 }))
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
   const police = await makeAgency(h, { kind: 'police' })
   const ngo = await makeAgency(h)
   const referrer = await signedIn(h, ['referrer'], police.id)
   const admin = await signedIn(h, ['agency_admin'], ngo.id)
-  const webhook = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).json()
+  const register = async (url: string) => (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url, events: ['share.created'] } })).json<{ id: string }>().id
+  const webhookId = await register(receiver.url)
+  const slowWebhookId = await register(slow.url)
   const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
   const share = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
-  // Four deliveries of four events: fresh and answered, fresh and refused, already attempted, retried by hand.
-  const events = await h.database.db.insert(outbox).values([1, 2, 3, 4].map(() => ({ type: 'share.created' as const, payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }))).returning()
-  failingEvents.add(events[1]?.id ?? '')
-  const made = await h.database.db.insert(webhookDeliveries).values(events.map((event, i) => ({
-    webhookId: webhook.id, eventId: event.id, type: 'share.created' as const, attempts: i === 2 ? 1 : 0, generation: i === 3 ? 1 : 0
-  }))).returning()
-  const ids = made.map((d) => d.id)
+  const deliveries = async (target: string, rows: { attempts?: number, generation?: number }[]) => {
+    const events = await h.database.db.insert(outbox).values(rows.map(() => ({ type: 'share.created' as const, payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }))).returning()
+    const made = await h.database.db.insert(webhookDeliveries).values(events.map((event, i) => ({ webhookId: target, eventId: event.id, type: 'share.created' as const, ...rows[i] }))).returning()
+    return made.map((d) => ({ id: d.id, eventId: d.eventId }))
+  }
+  const rowsOf = async (ids: string[]) => new Map((await h.database.db.select().from(webhookDeliveries).where(inArray(webhookDeliveries.id, ids))).map((row) => [row.id, row]))
   const deps = { db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }
-  const handedOn: string[][] = []
-  const retry = async (failed: string[]) => { handedOn.push([...failed]) }
+  const retried: string[][] = []
+  const singles: string[][] = []
+  const handOver = { retry: async (ids: string[]) => { retried.push([...ids]) }, single: async (ids: string[]) => { singles.push([...ids]) } }
+  const run = webhookBatchRunner(deps, handOver)
 
-  await deliverWebhookBatch(deps, ids, retry)
-  t.equal(receiver.received.length, 2, 'only the fresh deliveries are tried')
-  const rows = new Map((await h.database.db.select().from(webhookDeliveries).where(inArray(webhookDeliveries.id, ids))).map((row) => [row.id, row]))
+  // Fresh and answered, fresh and refused, attempted before, retried by hand.
+  const [answered, refused, attempted, manual] = await deliveries(webhookId, [{}, {}, { attempts: 1 }, { generation: 1 }])
+  failingEvents.add(refused?.eventId ?? '')
+  const ids = [answered, refused, attempted, manual].map((d) => d?.id ?? '')
+  await run({ webhookId, deliveryIds: ids })
+  t.equal(receiver.received.length, 2, 'only the deliveries never attempted are tried')
+  const rows = await rowsOf(ids)
   t.match(rows.get(ids[0] ?? ''), { status: 'delivered', attempts: 1, lastStatusCode: 200 })
   t.match(rows.get(ids[1] ?? ''), { status: 'pending', attempts: 1, lastStatusCode: 500, lastError: 'HTTP 500' }, 'the failure is recorded as for any attempt')
-  t.match(rows.get(ids[2] ?? ''), { status: 'pending', attempts: 1, lastStatusCode: null }, 'an attempted delivery is its own job\'s')
+  t.match(rows.get(ids[2] ?? ''), { status: 'pending', attempts: 1, lastStatusCode: null }, 'an attempted delivery is not tried again')
   t.match(rows.get(ids[3] ?? ''), { status: 'pending', attempts: 0, generation: 1 }, 'a manual retry is its own job\'s')
-  t.same(handedOn, [[ids[1]]], 'the refused one is handed on for its retries')
-  await deliverWebhookBatch(deps, ids, retry)
-  t.equal(receiver.received.length, 2, 'run again (a crash, a stalled job), the batch sends nothing twice')
-  t.same(handedOn[1], [])
-  await t.rejects(deliverWebhookBatch(deps, [ids[1] ?? '', randomUUID()], async () => { throw new Error('Redis is away') }), /Redis is away/,
-    'a hand-over that fails fails the batch, for the queue to run it again')
+  t.same(retried, [[ids[1], ids[2]]], 'the refused one, and the attempted one, are handed on for their retries')
+  await run({ webhookId, deliveryIds: ids })
+  t.equal(receiver.received.length, 2, 'run again (a crash, a stalled job), the batch POSTs nothing twice')
+  t.same(retried[1], [ids[1], ids[2]], 'and hands the attempted ones over again (their job ids make that a no-op if the jobs exist)')
+
+  // A hand-over that fails fails the batch; run again, it hands the delivery over without a POST.
+  const [lost] = await deliveries(webhookId, [{}])
+  failingEvents.add(lost?.eventId ?? '')
+  const failingHandOver = webhookBatchRunner(deps, { ...handOver, retry: async () => { throw new Error('Redis is away') } })
+  await t.rejects(failingHandOver({ webhookId, deliveryIds: [lost?.id ?? ''] }), /Redis is away/)
+  t.equal(receiver.received.length, 3)
+  await run({ webhookId, deliveryIds: [lost?.id ?? ''] })
+  t.equal(receiver.received.length, 3, 'no second POST')
+  t.same(retried.at(-1), [lost?.id], 'handed over on the run again')
+
+  // An endpoint whose batch has run for slowBatchMs gets its next batches as single jobs.
+  const [first, second, third] = await deliveries(slowWebhookId, [{}, {}, {}])
+  const running = run({ webhookId: slowWebhookId, deliveryIds: [first?.id ?? ''] })
+  await new Promise((resolve) => setTimeout(resolve, slowBatchMs + 100))
+  await run({ webhookId: slowWebhookId, deliveryIds: [second?.id ?? ''] })
+  t.same(singles, [[second?.id]], 'a batch for an endpoint already slow goes on as single jobs')
+  t.equal(slow.received.length, 1, 'without a POST of its own')
+  await running
+  await run({ webhookId: slowWebhookId, deliveryIds: [third?.id ?? ''] })
+  t.equal(slow.received.length, 2, 'once the slow batch is done, the endpoint gets batches again')
+
+  // The database counts attempts across jobs: the 9th recorded attempt is the last, whatever the job says.
+  const [worn] = await deliveries(webhookId, [{ attempts: queueOf['webhook.deliver'].attempts - 1 }])
+  failingEvents.add(worn?.eventId ?? '')
+  await t.rejects(deliverWebhook(deps, worn?.id ?? '', false), /HTTP 500/)
+  t.match((await rowsOf([worn?.id ?? ''])).get(worn?.id ?? ''), { status: 'failed', attempts: queueOf['webhook.deliver'].attempts })
 
   // On a Redis of the machine's, under a prefix of the test's own.
   const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
@@ -197,21 +230,23 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   const endpointA = Array.from({ length: 20 }, () => ({ id: randomUUID(), webhookId: 'a' }))
   const endpointB = Array.from({ length: 3 }, () => ({ id: randomUUID(), webhookId: 'b' }))
   await queues.addWebhookBatches([...endpointA.slice(0, 10), ...endpointB, ...endpointA.slice(10)])
-  const batches = (await batchQueue.getJobs(['waiting'])).map((job) => job.data.deliveryIds as string[])
-  t.same(batches.map((batch) => batch.length).sort((a, b) => a - b), [3, 4, 16], 'at most 16 a batch')
-  t.same(batches.flat().sort(), [...endpointA, ...endpointB].map((d) => d.id).sort(), 'every delivery once')
+  const batches = (await batchQueue.getJobs(['waiting'])).map((job) => job.data as { webhookId: string, deliveryIds: string[] })
+  t.same(batches.map((batch) => batch.deliveryIds.length).sort((a, b) => a - b), [3, 4, 16], 'at most 16 a batch')
+  t.same(batches.flatMap((batch) => batch.deliveryIds).sort(), [...endpointA, ...endpointB].map((d) => d.id).sort(), 'every delivery once')
   for (const batch of batches) {
-    t.ok(batch.every((id) => endpointA.some((d) => d.id === id)) || batch.every((id) => endpointB.some((d) => d.id === id)), 'one endpoint a batch')
+    const endpoint = batch.webhookId === 'a' ? endpointA : endpointB
+    t.ok(batch.deliveryIds.every((id) => endpoint.some((d) => d.id === id)), 'one endpoint a batch, the one it names')
   }
-  const failed = endpointA[0]?.id ?? ''
-  await queues.retryWebhooks([failed])
-  await queues.addWebhooks([{ id: failed, generation: 0 }])
+  const [one, two] = endpointA.map((d) => d.id)
+  await queues.retryWebhooks([one ?? '', two ?? ''])
+  await queues.addWebhooks([{ id: one ?? '', generation: 0 }])
   const retries = await singleQueue.getJobs(['delayed', 'waiting'])
-  t.equal(retries.length, 1, 'the re-dispatch of the same delivery adds nothing while its retry waits')
-  t.equal(retries[0]?.id, `webhook-${failed}-0`)
-  t.equal(retries[0]?.opts.attempts, queueOf['webhook.deliver'].attempts - 1, 'the attempts left after the first')
-  t.ok((retries[0]?.opts.delay ?? 0) >= 500 && (retries[0]?.opts.delay ?? 0) <= 1000, `the first retry after about one backoff (${retries[0]?.opts.delay} ms)`)
-  t.match(retries[0]?.opts.backoff, { type: 'exponential', delay: 2 * queueOf['webhook.deliver'].backoffMs }, 'then twice that, doubling')
+  t.same(retries.map((job) => job.id).sort(), [`webhook-${one}-0`, `webhook-${two}-0`].sort(), 'the re-dispatch of the same delivery adds nothing while its retry waits')
+  for (const job of retries) {
+    t.equal(job.opts.attempts, queueOf['webhook.deliver'].attempts - 1, 'the attempts left after the first')
+    t.ok((job.opts.delay ?? 0) >= 500 && (job.opts.delay ?? 0) <= 1000, `the first retry after about one backoff (${job.opts.delay} ms)`)
+    t.match(job.opts.backoff, { type: 'exponential', delay: 2 * queueOf['webhook.deliver'].backoffMs }, 'then twice that, doubling')
+  }
 })
 
 t.test('webhook registration: https and public targets only, own agency admins only', async (t) => {

@@ -1,5 +1,5 @@
 import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchSize } from '@haven/schema'
-import { type JobsOptions, Queue } from 'bullmq'
+import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 
 export type Queues = ReturnType<typeof createQueues>
@@ -34,9 +34,9 @@ export function createQueues (connection: Redis, prefix: string) {
     return queue
   }
   return {
-    async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string }[], options: JobsOptions = {}): Promise<void> {
+    async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string }[]): Promise<void> {
       if (jobs.length === 0) return
-      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), ...options, jobId: job.jobId } })))
+      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), jobId: job.jobId } })))
     },
     async addFanout (outboxIds: string[]) {
       const chunks: string[][] = []
@@ -54,11 +54,11 @@ export function createQueues (connection: Redis, prefix: string) {
         if (ids === undefined) byEndpoint.set(d.webhookId, [d.id])
         else ids.push(d.id)
       }
-      const batches: string[][] = []
-      for (const ids of byEndpoint.values()) {
-        for (let i = 0; i < ids.length; i += webhookBatchSize) batches.push(ids.slice(i, i + webhookBatchSize))
+      const batches: JobPayloads['webhook.deliverBatch'][] = []
+      for (const [webhookId, ids] of byEndpoint) {
+        for (let i = 0; i < ids.length; i += webhookBatchSize) batches.push({ webhookId, deliveryIds: ids.slice(i, i + webhookBatchSize) })
       }
-      await this.addBulk('webhook.deliverBatch', batches.map((ids) => ({ payload: { deliveryIds: ids }, jobId: jobIdOf['webhook.deliverBatch']({ deliveryIds: ids }) })))
+      await this.addBulk('webhook.deliverBatch', batches.map((payload) => ({ payload, jobId: jobIdOf['webhook.deliverBatch'](payload) })))
     },
     async addWebhooks (deliveries: { id: string, generation: number }[]) {
       await this.addBulk('webhook.deliver', deliveries.map((d) => ({ payload: { deliveryId: d.id }, jobId: jobIdOf['webhook.deliver']({ deliveryId: d.id }, d.generation) })))
@@ -69,12 +69,19 @@ export function createQueues (connection: Redis, prefix: string) {
      * one backoff, then twice that, and so on).
      */
     async retryWebhooks (deliveryIds: string[]) {
+      if (deliveryIds.length === 0) return
       const { attempts, backoffMs } = queueOf['webhook.deliver']
-      await this.addBulk('webhook.deliver', deliveryIds.map((id) => ({ payload: { deliveryId: id }, jobId: jobIdOf['webhook.deliver']({ deliveryId: id }, 0) })), {
-        attempts: attempts - 1,
-        delay: Math.round(backoffMs * (0.5 + 0.5 * Math.random())),
-        backoff: { type: 'exponential', delay: 2 * backoffMs, jitter: 0.5 }
-      })
+      await queueFor('webhook.deliver').addBulk(deliveryIds.map((id) => ({
+        name: 'webhook.deliver',
+        data: { deliveryId: id },
+        opts: {
+          ...jobOptions('webhook.deliver'),
+          jobId: jobIdOf['webhook.deliver']({ deliveryId: id }, 0),
+          attempts: attempts - 1,
+          delay: Math.round(backoffMs * (0.5 + 0.5 * Math.random())),
+          backoff: { type: 'exponential' as const, delay: 2 * backoffMs, jitter: 0.5 }
+        }
+      })))
     },
     all: () => [...queues.values()],
     async depths () {

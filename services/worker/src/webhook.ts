@@ -3,14 +3,15 @@
  * `Haven-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, with the event id
  * in `Haven-Event-Id` for the receiver to dedupe on. 10 s for the whole exchange, no redirects; the
  * URL is checked again, and a host name's address is checked to be public on the very connection
- * (unless HAVEN_WEBHOOK_ALLOW_PRIVATE). A non-2xx
- * answer or a timeout throws, so the queue retries with backoff; the last failure marks the delivery
- * failed, and an endpoint whose deliveries fail this often in a row is switched off.
+ * (unless HAVEN_WEBHOOK_ALLOW_PRIVATE). A non-2xx answer or a timeout is a failed attempt: the
+ * queue retries with backoff (a batch's first attempt hands the delivery to a retry job of its own);
+ * the last failure marks the delivery failed, and an endpoint whose deliveries fail this often in a
+ * row is switched off.
  */
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, type OutboxType, publicOnlyLookup, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
+import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { eq, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
@@ -124,14 +125,24 @@ export type WebhookStore = ReturnType<typeof webhookStore>
 
 export interface WebhookDeps { db: Db, allowPrivate: boolean, store: WebhookStore, onDelivered?: (latencyMs: number) => void }
 
+/** Attempts a delivery gets in all, whichever jobs make them: the database counts them. */
+const maxAttempts = queueOf['webhook.deliver'].attempts
+
 /**
- * One attempt at one delivery. `freshOnly` (a batch's first attempt) also skips a delivery that has
- * been attempted or retried by hand since it was created: its own single job has it.
+ * One attempt at one delivery. It is the last when the job says so, or when the delivery has had
+ * all its attempts: a delivery can change jobs (a batch's first attempt, then its retry job, or a
+ * re-dispatch after Redis lost them), and the database's count holds across them.
+ * `freshOnly` (a batch's first attempt) tries only a delivery never attempted. It answers
+ * 'attempted' for one still pending after an attempt, whose retry job the caller queues again
+ * (the job id makes that a no-op if it exists), and 'skipped' for one retried by hand, which has
+ * a job of its own.
  */
-export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean, freshOnly = false): Promise<'delivered' | 'skipped'> {
+export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean, freshOnly = false): Promise<'delivered' | 'skipped' | 'attempted'> {
   // One read: the delivery, its endpoint, and the facts of its event.
   const row = await deps.store.load(deliveryId)
-  if (row === undefined || row.status !== 'pending' || (freshOnly && (row.attempts > 0 || row.generation > 0))) return 'skipped'
+  if (row === undefined || row.status !== 'pending' || (freshOnly && row.generation > 0)) return 'skipped'
+  if (freshOnly && row.attempts > 0) return 'attempted'
+  const last = finalAttempt || row.attempts + 1 >= maxAttempts
   const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
     : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
@@ -156,9 +167,9 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
     await deps.db.transaction(async (tx) => {
       await tx.update(webhookDeliveries).set({
         attempts: sql`${webhookDeliveries.attempts} + 1`, lastStatusCode: failure.statusCode, lastError: failure.message, lastAttemptAt: sql`now()`,
-        ...(finalAttempt ? { status: 'failed' as const } : {})
+        ...(last ? { status: 'failed' as const } : {})
       }).where(eq(webhookDeliveries.id, deliveryId))
-      if (!finalAttempt) return
+      if (!last) return
       const [updated] = await tx.update(webhooks).set({ consecutiveFailures: sql`${webhooks.consecutiveFailures} + 1` })
         .where(eq(webhooks.id, webhook.id)).returning({ failures: webhooks.consecutiveFailures })
       if ((updated?.failures ?? 0) >= maxConsecutiveFailures) {
@@ -170,21 +181,60 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
   }
 }
 
+/** Where a batch's deliveries go on as single `webhook.deliver` jobs. */
+export interface BatchHandOver {
+  /** Deliveries whose first attempt failed: the rest of their attempts. */
+  retry: (deliveryIds: string[]) => Promise<void>
+  /** Deliveries not yet attempted, for an endpoint that is slow to answer. */
+  single: (deliveryIds: string[]) => Promise<void>
+}
+
+/** A batch still running after this long makes its endpoint slow: its next batches go as single jobs. */
+export const slowBatchMs = 1000
+
 /**
- * First attempts of a batch of fresh deliveries, all at once. Each that fails (its failure is
- * recorded as for any attempt) is handed to `retry`, which queues its remaining attempts as a
- * single job; the batch itself fails only if that hand-over does, and a run again skips every
- * delivery already attempted.
+ * The batch processor: first attempts of fresh deliveries to one endpoint, all at once. Each that
+ * fails (the failure recorded as for any attempt) is handed over for its retries; the batch fails
+ * only if the hand-over does, or if something other than the POST failed (the database), and then
+ * a run again tries only what no attempt has reached and hands the rest over once more.
+ *
+ * A batch holds its queue slot until its slowest POST ends, up to 10 s. So that an endpoint that
+ * hangs cannot take every slot from the others, a batch for an endpoint with a batch of this
+ * process running for `slowBatchMs` or more is handed over whole, as single jobs (64 slots, one
+ * per delivery), as every delivery was before batches.
  */
-export async function deliverWebhookBatch (deps: WebhookDeps, deliveryIds: string[], retry: (deliveryIds: string[]) => Promise<void>, onFailed?: () => void): Promise<void> {
-  const failed: string[] = []
-  await Promise.all(deliveryIds.map(async (id) => {
-    try {
-      await deliverWebhook(deps, id, false, true)
-    } catch {
-      onFailed?.()
-      failed.push(id)
+export function webhookBatchRunner (deps: WebhookDeps, handOver: BatchHandOver, onFailed?: () => void) {
+  const running = new Map<string, Set<{ started: number }>>()
+  return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<void> => {
+    const mine = { started: Date.now() }
+    const batches = running.get(webhookId) ?? new Set()
+    if ([...batches].some((other) => mine.started - other.started >= slowBatchMs)) {
+      await handOver.single(deliveryIds)
+      return
     }
-  }))
-  await retry(failed)
+    batches.add(mine)
+    running.set(webhookId, batches)
+    let results: PromiseSettledResult<'delivered' | 'skipped' | 'attempted'>[]
+    try {
+      results = await Promise.allSettled(deliveryIds.map(async (id) => await deliverWebhook(deps, id, false, true)))
+    } finally {
+      batches.delete(mine)
+      if (batches.size === 0) running.delete(webhookId)
+    }
+    const again: string[] = []
+    let unexpected: unknown
+    results.forEach((result, i) => {
+      const id = deliveryIds[i] as string
+      if (result.status === 'fulfilled') {
+        if (result.value === 'attempted') again.push(id)
+      } else if (result.reason instanceof DeliveryError) {
+        onFailed?.()
+        again.push(id)
+      } else {
+        unexpected ??= result.reason
+      }
+    })
+    await handOver.retry(again)
+    if (unexpected !== undefined) throw unexpected
+  }
 }

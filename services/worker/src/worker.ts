@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { deliverWebhook, deliverWebhookBatch, webhookStore } from './webhook.ts'
+import { deliverWebhook, webhookBatchRunner, webhookStore } from './webhook.ts'
 
 export interface RunningWorker {
   log: Logger
@@ -89,9 +89,10 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
         throw error
       }
     }),
-    consume('webhook.deliverBatch', async ({ deliveryIds }) => {
-      await deliverWebhookBatch(webhookDeps, deliveryIds, async (failed) => { await queues.retryWebhooks(failed) }, () => { metrics.failed('webhook') })
-    }),
+    consume('webhook.deliverBatch', webhookBatchRunner(webhookDeps, {
+      retry: async (ids) => { await queues.retryWebhooks(ids) },
+      single: async (ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0 }))) }
+    }, () => { metrics.failed('webhook') })),
     consume('webhook.deliver', async ({ deliveryId }, job) => {
       try {
         await deliverWebhook(webhookDeps, deliveryId, isFinalAttempt(job))
