@@ -56,6 +56,11 @@ export const queueOf: Record<JobName, QueueSettings> = {
 
 /** Deliveries per `webhook.deliverBatch` job, all to one endpoint: 8 × 16 first attempts at once at most. */
 export const webhookBatchSize = 16
+/**
+ * Fewer fresh deliveries than this for one endpoint go as single jobs: a batch saves BullMQ's cost
+ * per job, and many small batches would only hold fewer POSTs in flight (8 slots) than single jobs (64).
+ */
+export const webhookBatchMinimum = 4
 
 /** The same ids in any order: the same key. */
 const setKey = (ids: string[]) => createHash('sha256').update([...ids].sort().join(',')).digest('hex').slice(0, 32)

@@ -1,4 +1,4 @@
-import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchSize } from '@haven/schema'
+import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchMinimum, webhookBatchSize } from '@haven/schema'
 import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 
@@ -46,7 +46,7 @@ export function createQueues (connection: Redis, prefix: string) {
     async addEmails (emails: JobPayloads['email.send'][]) {
       await this.addBulk('email.send', emails.map((payload) => ({ payload, jobId: jobIdOf['email.send'](payload) })))
     },
-    /** Fresh deliveries, in batches of first attempts per endpoint. */
+    /** Fresh deliveries: in batches of first attempts per endpoint where it has a few, single jobs otherwise. */
     async addWebhookBatches (deliveries: { id: string, webhookId: string }[]) {
       const byEndpoint = new Map<string, string[]>()
       for (const d of deliveries) {
@@ -55,10 +55,13 @@ export function createQueues (connection: Redis, prefix: string) {
         else ids.push(d.id)
       }
       const batches: JobPayloads['webhook.deliverBatch'][] = []
+      const singles: string[] = []
       for (const [webhookId, ids] of byEndpoint) {
-        for (let i = 0; i < ids.length; i += webhookBatchSize) batches.push({ webhookId, deliveryIds: ids.slice(i, i + webhookBatchSize) })
+        if (ids.length < webhookBatchMinimum) singles.push(...ids)
+        else for (let i = 0; i < ids.length; i += webhookBatchSize) batches.push({ webhookId, deliveryIds: ids.slice(i, i + webhookBatchSize) })
       }
       await this.addBulk('webhook.deliverBatch', batches.map((payload) => ({ payload, jobId: jobIdOf['webhook.deliverBatch'](payload) })))
+      await this.addWebhooks(singles.map((id) => ({ id, generation: 0 })))
     },
     async addWebhooks (deliveries: { id: string, generation: number }[]) {
       await this.addBulk('webhook.deliver', deliveries.map((d) => ({ payload: { deliveryId: d.id }, jobId: jobIdOf['webhook.deliver']({ deliveryId: d.id }, d.generation) })))
