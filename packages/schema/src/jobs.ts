@@ -49,7 +49,8 @@ export const queueOf: Record<JobName, QueueSettings> = {
   // A batch's POSTs run at once, and it holds its slot until the slowest ends (at most 10 s); an
   // endpoint already that slow gets single jobs instead (the worker's webhookBatchRunner). More
   // slots were slower: BullMQ takes a job for every free slot, one round trip each, before it
-  // starts any (64: 0.64-0.77 of raw BullMQ in `pnpm bench:notifications`, 8: 0.82-0.87).
+  // starts any (`pnpm bench:notifications`, same-minute runs against a one-run baseline: 64 slots
+  // 0.64-0.77 of raw BullMQ, 8 slots 0.82-0.87).
   // Attempts here cover failures around the POSTs (the database, handing retries to Redis).
   'webhook.deliverBatch': { name: 'haven-webhook-batches', attempts: 10, backoffMs: 1_000, concurrency: 8 }
 }

@@ -50,8 +50,9 @@ export async function remindShares (database: Database): Promise<number> {
  * Hands pending deliveries to their queues again: those idle for `graceSeconds` (Redis may have lost
  * them; if not, the job id makes this a no-op) and manual retries (a new generation) at once.
  * Webhooks go back as single jobs. A fresh delivery whose batch still waits behind a backlog older
- * than `graceSeconds` gets one too: whichever job comes first delivers it, and the other finds it
- * delivered (had both started together, the receiver would see it twice and dedupe on Haven-Event-Id).
+ * than `graceSeconds` gets one too: whichever job comes first attempts it, and the batch then finds
+ * it delivered, or attempted and with its retry job already there (had both started together, the
+ * receiver would see it twice and dedupe on Haven-Event-Id). The database counts its attempts.
  */
 export async function redispatchDeliveries (database: Database, queues: Queues, graceSeconds = 30): Promise<number> {
   const emails = await rowsOf<{ event_id: string, agency_id: string }>(database.db, sql`
