@@ -22,8 +22,13 @@ export interface JobPayloads {
    * `webhook.deliver` job; a batch run again tries only deliveries no attempt has reached.
    */
   'webhook.deliverBatch': { webhookId: string, deliveryIds: string[] }
-  /** One event to one webhook endpoint: the retries of a failed first attempt, re-dispatches and manual retries. */
-  'webhook.deliver': { deliveryId: string }
+  /**
+   * One event to one webhook endpoint, for the generation of the delivery it was queued for (a
+   * manual retry is the next): the first attempt where an endpoint has few deliveries or is slow,
+   * the retries of a failed first attempt, re-dispatches and manual retries. Jobs queued before
+   * generations were in the payload carry none, and act on any.
+   */
+  'webhook.deliver': { deliveryId: string, generation?: number }
 }
 export type JobName = keyof JobPayloads
 
@@ -42,7 +47,8 @@ export const queueOf: Record<JobName, QueueSettings> = {
   // rest of a backlog is fanned out (eight at once on two cores all finished together, late).
   'event.fanout': { name: 'haven-events', attempts: 10, backoffMs: 1_000, concurrency: 4 },
   'email.send': { name: 'haven-email', attempts: 8, backoffMs: 5_000, concurrency: 4 },
-  // About 1 s, 2 s, 4 s … 4 min: a failing endpoint is given up on after roughly 8 minutes.
+  // About 1 s, 2 s, 4 s … 128 s between attempts: a delivery is given up on after about 4 minutes
+  // (2 to 4, with the jitter).
   // A delivery mostly waits (on the receiver, and on the batched statements it shares with the
   // others), so 64 run at once; a receiver that hangs holds one slot for at most 10 s.
   'webhook.deliver': { name: 'haven-webhooks', attempts: 9, backoffMs: 1_000, concurrency: 64 },
@@ -74,6 +80,6 @@ export const jobIdOf = {
   /** The same batch again (the relay re-run after a crash) is the same job. */
   'event.fanout': (p: JobPayloads['event.fanout']) => `events-${setKey(p.outboxIds)}`,
   'email.send': (p: JobPayloads['email.send']) => `email-${p.eventId}-${p.agencyId}`,
-  'webhook.deliver': (p: JobPayloads['webhook.deliver'], generation: number) => `webhook-${p.deliveryId}-${generation}`,
+  'webhook.deliver': (p: JobPayloads['webhook.deliver']) => `webhook-${p.deliveryId}-${p.generation ?? 0}`,
   'webhook.deliverBatch': (p: JobPayloads['webhook.deliverBatch']) => `webhooks-${setKey(p.deliveryIds)}`
 }

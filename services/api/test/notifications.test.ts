@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, expireShares, remindShares, slowBatchMs, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, deliveryEnded, expireShares, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -118,10 +118,10 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   const deliveryId = delivery?.id ?? ''
   const deps = { db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }
 
-  await t.rejects(deliverWebhook(deps, deliveryId, false), /HTTP 500/)
+  await t.rejects(deliverWebhook(deps, deliveryId), /HTTP 500/)
   let [row] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId))
   t.match(row, { status: 'pending', attempts: 1, lastStatusCode: 500, lastError: 'HTTP 500' }, 'a failed attempt stays pending for the retry')
-  await t.rejects(deliverWebhook(deps, deliveryId, true), /HTTP 500/)
+  await t.rejects(deliverWebhook(deps, deliveryId, { final: true }), /HTTP 500/)
   ;[row] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, deliveryId))
   t.equal(row?.status, 'failed', 'the last attempt fails it for good')
 
@@ -130,14 +130,14 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   healthy = true
   t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries/${deliveryId}/retry` })).statusCode, 202)
   t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries/${deliveryId}/retry` })).statusCode, 409, 'only a failed delivery is retried')
-  t.equal(await deliverWebhook(deps, deliveryId, false), 'delivered')
-  t.equal(await deliverWebhook(deps, deliveryId, false), 'skipped', 'delivered once, whatever runs it again')
+  t.equal(await deliverWebhook(deps, deliveryId), 'delivered')
+  t.equal(await deliverWebhook(deps, deliveryId), 'skipped', 'delivered once, whatever runs it again')
 
   healthy = false
   for (let i = 0; i < 5; i++) {
     const [event] = await h.database.db.insert(outbox).values({ type: 'share.created', payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }).returning()
     const [extra] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: event?.id ?? '', type: 'share.created' }).returning()
-    await t.rejects(deliverWebhook(deps, extra?.id ?? '', true))
+    await t.rejects(deliverWebhook(deps, extra?.id ?? '', { final: true }))
   }
   const [endpoint] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhook.id))
   t.equal(endpoint?.status, 'disabled', 'switched off after 5 failed deliveries in a row')
@@ -150,7 +150,7 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   const databaseUrl = await freshDatabaseUrl(t)
   const failingEvents = new Set<string>()
   const receiver = await startReceiver(t, (hook) => failingEvents.has(String(hook.headers['haven-event-id'])) ? 500 : 200)
-  const slow = await startReceiver(t, () => ({ status: 200, afterMs: slowBatchMs + 500 }))
+  const slow = await startReceiver(t, () => ({ status: 200, afterMs: 800 }))
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
   const police = await makeAgency(h, { kind: 'police' })
   const ngo = await makeAgency(h)
@@ -171,7 +171,7 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   const retried: string[][] = []
   const singles: string[][] = []
   const handOver = { retry: async (ids: string[]) => { retried.push([...ids]) }, single: async (ids: string[]) => { singles.push([...ids]) } }
-  const run = webhookBatchRunner(deps, handOver)
+  const run = webhookBatchRunner(deps, { handOver, slowAfterMs: 300, slowForMs: 1000 })
 
   // Fresh and answered, fresh and refused, attempted before, retried by hand.
   const [answered, refused, attempted, manual] = await deliveries(webhookId, [{}, {}, { attempts: 1 }, { generation: 1 }])
@@ -192,29 +192,45 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   // A hand-over that fails fails the batch; run again, it hands the delivery over without a POST.
   const [lost] = await deliveries(webhookId, [{}])
   failingEvents.add(lost?.eventId ?? '')
-  const failingHandOver = webhookBatchRunner(deps, { ...handOver, retry: async () => { throw new Error('Redis is away') } })
+  const failingHandOver = webhookBatchRunner(deps, { handOver: { ...handOver, retry: async () => { throw new Error('Redis is away') } } })
   await t.rejects(failingHandOver({ webhookId, deliveryIds: [lost?.id ?? ''] }), /Redis is away/)
   t.equal(receiver.received.length, 3)
   await run({ webhookId, deliveryIds: [lost?.id ?? ''] })
   t.equal(receiver.received.length, 3, 'no second POST')
   t.same(retried.at(-1), [lost?.id], 'handed over on the run again')
 
-  // An endpoint whose batch has run for slowBatchMs gets its next batches as single jobs.
-  const [first, second, third] = await deliveries(slowWebhookId, [{}, {}, {}])
+  // An endpoint with a batch running for slowAfterMs (300 ms here) is slow: its batches go as single
+  // jobs while it runs, and for slowForMs (1 s here) after it ends.
+  const [first, second, third, fourth] = await deliveries(slowWebhookId, [{}, {}, {}, {}])
   const running = run({ webhookId: slowWebhookId, deliveryIds: [first?.id ?? ''] })
-  await new Promise((resolve) => setTimeout(resolve, slowBatchMs + 100))
+  await new Promise((resolve) => setTimeout(resolve, 400))
   await run({ webhookId: slowWebhookId, deliveryIds: [second?.id ?? ''] })
   t.same(singles, [[second?.id]], 'a batch for an endpoint already slow goes on as single jobs')
   t.equal(slow.received.length, 1, 'without a POST of its own')
   await running
   await run({ webhookId: slowWebhookId, deliveryIds: [third?.id ?? ''] })
-  t.equal(slow.received.length, 2, 'once the slow batch is done, the endpoint gets batches again')
+  t.same(singles[1], [third?.id], 'and so for a while after its slow batch ended')
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  await run({ webhookId: slowWebhookId, deliveryIds: [fourth?.id ?? ''] })
+  t.equal(slow.received.length, 2, 'then the endpoint gets batches again')
 
-  // The database counts attempts across jobs: the 9th recorded attempt is the last, whatever the job says.
-  const [worn] = await deliveries(webhookId, [{ attempts: queueOf['webhook.deliver'].attempts - 1 }])
+  // The database counts attempts across jobs: the 9th recorded attempt is the last, whatever the
+  // job says, once only however many runs make it at once, and it ends the endpoint's streak count.
+  const max = queueOf['webhook.deliver'].attempts
+  const [worn] = await deliveries(webhookId, [{ attempts: max - 1 }])
   failingEvents.add(worn?.eventId ?? '')
-  await t.rejects(deliverWebhook(deps, worn?.id ?? '', false), /HTTP 500/)
-  t.match((await rowsOf([worn?.id ?? ''])).get(worn?.id ?? ''), { status: 'failed', attempts: queueOf['webhook.deliver'].attempts })
+  const [before] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhookId))
+  const twice = await Promise.allSettled([deliverWebhook(deps, worn?.id ?? ''), deliverWebhook(deps, worn?.id ?? '')])
+  t.ok(twice.every((result) => result.status === 'rejected'), 'both runs fail')
+  t.equal(twice.filter((result) => result.status === 'rejected' && deliveryEnded(result.reason)).length, 1, 'one of them ends the delivery')
+  t.match((await rowsOf([worn?.id ?? ''])).get(worn?.id ?? ''), { status: 'failed', attempts: max }, `${max} attempts, not ${max + 1}`)
+  const [after] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhookId))
+  t.equal(after?.consecutiveFailures, (before?.consecutiveFailures ?? 0) + 1, 'one failed delivery in the endpoint\'s streak')
+
+  // A job of an older generation (queued before a manual retry) does nothing.
+  const [renewed] = await deliveries(webhookId, [{ generation: 1 }])
+  t.equal(await deliverWebhook(deps, renewed?.id ?? '', { final: true, generation: 0 }), 'skipped')
+  t.match((await rowsOf([renewed?.id ?? ''])).get(renewed?.id ?? ''), { status: 'pending', attempts: 0 }, 'the manual retry keeps every attempt')
 
   // On a Redis of the machine's, under a prefix of the test's own.
   const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
@@ -295,12 +311,12 @@ t.test('a delivery re-checks the address it connects to', async (t) => {
   await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })
   const [message] = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
   const [delivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
-  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false, store: webhookStore(h.database.db) }, delivery?.id ?? '', false), /https/, 'the URL is checked again at delivery')
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false, store: webhookStore(h.database.db) }, delivery?.id ?? ''), /https/, 'the URL is checked again at delivery')
   // A name that resolves to loopback is refused on the connection itself (DNS rebinding).
   const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => { publicOnlyLookup(false)('localhost', {}, (error) => { resolve(error) }) })
   t.equal(refused?.code, 'EHAVENPRIVATE', 'the lookup hook refuses a loopback answer')
   t.equal(receiver.received.length, 0, 'nothing was sent')
-  t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }, delivery?.id ?? '', false), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
+  t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }, delivery?.id ?? ''), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
 })
 
 t.test('notifications list: own only, newest first, paginated, unread filter', async (t) => {

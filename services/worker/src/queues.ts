@@ -46,7 +46,7 @@ export function createQueues (connection: Redis, prefix: string) {
     async addEmails (emails: JobPayloads['email.send'][]) {
       await this.addBulk('email.send', emails.map((payload) => ({ payload, jobId: jobIdOf['email.send'](payload) })))
     },
-    /** Fresh deliveries: in batches of first attempts per endpoint where it has a few, single jobs otherwise. */
+    /** Fresh deliveries: in batches of first attempts per endpoint, fewer than `webhookBatchMinimum` left over as single jobs. */
     async addWebhookBatches (deliveries: { id: string, webhookId: string }[]) {
       const byEndpoint = new Map<string, string[]>()
       for (const d of deliveries) {
@@ -57,14 +57,20 @@ export function createQueues (connection: Redis, prefix: string) {
       const batches: JobPayloads['webhook.deliverBatch'][] = []
       const singles: string[] = []
       for (const [webhookId, ids] of byEndpoint) {
-        if (ids.length < webhookBatchMinimum) singles.push(...ids)
-        else for (let i = 0; i < ids.length; i += webhookBatchSize) batches.push({ webhookId, deliveryIds: ids.slice(i, i + webhookBatchSize) })
+        for (let i = 0; i < ids.length; i += webhookBatchSize) {
+          const chunk = ids.slice(i, i + webhookBatchSize)
+          if (chunk.length < webhookBatchMinimum) singles.push(...chunk)
+          else batches.push({ webhookId, deliveryIds: chunk })
+        }
       }
       await this.addBulk('webhook.deliverBatch', batches.map((payload) => ({ payload, jobId: jobIdOf['webhook.deliverBatch'](payload) })))
       await this.addWebhooks(singles.map((id) => ({ id, generation: 0 })))
     },
     async addWebhooks (deliveries: { id: string, generation: number }[]) {
-      await this.addBulk('webhook.deliver', deliveries.map((d) => ({ payload: { deliveryId: d.id }, jobId: jobIdOf['webhook.deliver']({ deliveryId: d.id }, d.generation) })))
+      await this.addBulk('webhook.deliver', deliveries.map((d) => {
+        const payload = { deliveryId: d.id, generation: d.generation }
+        return { payload, jobId: jobIdOf['webhook.deliver'](payload) }
+      }))
     },
     /**
      * Fresh deliveries whose first attempt (in a batch) failed: the rest of their attempts as single
@@ -76,10 +82,10 @@ export function createQueues (connection: Redis, prefix: string) {
       const { attempts, backoffMs } = queueOf['webhook.deliver']
       await queueFor('webhook.deliver').addBulk(deliveryIds.map((id) => ({
         name: 'webhook.deliver',
-        data: { deliveryId: id },
+        data: { deliveryId: id, generation: 0 },
         opts: {
           ...jobOptions('webhook.deliver'),
-          jobId: jobIdOf['webhook.deliver']({ deliveryId: id }, 0),
+          jobId: jobIdOf['webhook.deliver']({ deliveryId: id, generation: 0 }),
           attempts: attempts - 1,
           delay: Math.round(backoffMs * (0.5 + 0.5 * Math.random())),
           backoff: { type: 'exponential' as const, delay: 2 * backoffMs, jitter: 0.5 }

@@ -12,7 +12,7 @@ import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
 import { webhookBody } from './messages.ts'
@@ -27,8 +27,13 @@ export function signatureHeader (secret: string, rawBody: string, now = Date.now
 }
 
 class DeliveryError extends Error {
+  /** The failure made the delivery failed for good. */
+  ended = false
   constructor (message: string, readonly statusCode: number | null) { super(message) }
 }
+
+/** Whether an error from `deliverWebhook` ended the delivery: its job must not run again. */
+export const deliveryEnded = (error: unknown): boolean => error instanceof DeliveryError && error.ended
 
 /** One POST; resolves with the status code of a 2xx answer, rejects otherwise. */
 async function post (url: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
@@ -128,21 +133,29 @@ export interface WebhookDeps { db: Db, allowPrivate: boolean, store: WebhookStor
 /** Attempts a delivery gets in all, whichever jobs make them: the database counts them. */
 const maxAttempts = queueOf['webhook.deliver'].attempts
 
+/** What a job knows of the attempt it makes. */
+export interface Attempt {
+  /** The job's own last attempt (the database may make an earlier one the last). */
+  final?: boolean
+  /** The generation the job was queued for: after a manual retry, an older job does nothing. */
+  generation?: number
+  /** A batch's first attempt: only a delivery never attempted. */
+  freshOnly?: boolean
+}
+
 /**
- * One attempt at one delivery. It is the last when the job says so, or when the delivery has had
- * all its attempts: a delivery can change jobs (a batch's first attempt, then its retry job, or a
- * re-dispatch after Redis lost them), and the database's count holds across them.
- * `freshOnly` (a batch's first attempt) tries only a delivery never attempted. It answers
- * 'attempted' for one still pending after an attempt, whose retry job the caller queues again
- * (the job id makes that a no-op if it exists), and 'skipped' for one retried by hand, which has
- * a job of its own.
+ * One attempt at one delivery. It is the last when the job says so, or when it brings the
+ * delivery's count to its attempts in all: a delivery can change jobs (a batch's first attempt,
+ * its retry job, a re-dispatch after Redis lost them), and the database's count, decided in the
+ * statement that records the failure, holds across them and across two runs at once.
+ * With `freshOnly` it answers 'attempted' for a delivery still pending after an attempt, whose retry
+ * job the caller queues again (the job id makes that a no-op if it exists).
  */
-export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, finalAttempt: boolean, freshOnly = false): Promise<'delivered' | 'skipped' | 'attempted'> {
+export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, attempt: Attempt = {}): Promise<'delivered' | 'skipped' | 'attempted'> {
   // One read: the delivery, its endpoint, and the facts of its event.
   const row = await deps.store.load(deliveryId)
-  if (row === undefined || row.status !== 'pending' || (freshOnly && row.generation > 0)) return 'skipped'
-  if (freshOnly && row.attempts > 0) return 'attempted'
-  const last = finalAttempt || row.attempts + 1 >= maxAttempts
+  if (row === undefined || row.status !== 'pending' || (attempt.generation !== undefined && row.generation !== attempt.generation)) return 'skipped'
+  if (attempt.freshOnly === true && row.attempts > 0) return 'attempted'
   const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
     : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
@@ -164,18 +177,19 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, fin
     return 'delivered'
   } catch (error) {
     const failure = error instanceof DeliveryError ? error : new DeliveryError('delivery failed', null)
-    await deps.db.transaction(async (tx) => {
-      await tx.update(webhookDeliveries).set({
+    failure.ended = await deps.db.transaction(async (tx) => {
+      const [recorded] = await tx.update(webhookDeliveries).set({
         attempts: sql`${webhookDeliveries.attempts} + 1`, lastStatusCode: failure.statusCode, lastError: failure.message, lastAttemptAt: sql`now()`,
-        ...(last ? { status: 'failed' as const } : {})
-      }).where(eq(webhookDeliveries.id, deliveryId))
-      if (!last) return
+        status: sql`case when ${attempt.final === true} or ${webhookDeliveries.attempts} + 1 >= ${maxAttempts} then 'failed' else ${webhookDeliveries.status} end`
+      }).where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'))).returning({ status: webhookDeliveries.status })
+      if (recorded?.status !== 'failed') return false
       const [updated] = await tx.update(webhooks).set({ consecutiveFailures: sql`${webhooks.consecutiveFailures} + 1` })
         .where(eq(webhooks.id, webhook.id)).returning({ failures: webhooks.consecutiveFailures })
       if ((updated?.failures ?? 0) >= maxConsecutiveFailures) {
         await tx.update(webhooks).set({ status: 'disabled' }).where(eq(webhooks.id, webhook.id))
         await notifyWebhookDisabled(tx, webhook.id, webhook.agencyId)
       }
+      return true
     })
     throw failure
   }
@@ -189,26 +203,28 @@ export interface BatchHandOver {
   single: (deliveryIds: string[]) => Promise<void>
 }
 
-/** A batch still running after this long makes its endpoint slow: its next batches go as single jobs. */
-export const slowBatchMs = 1000
-
 /**
  * The batch processor: first attempts of fresh deliveries to one endpoint, all at once. Each that
- * fails (the failure recorded as for any attempt) is handed over for its retries; the batch fails
- * only if the hand-over does, or if something other than the POST failed (the database), and then
- * a run again tries only what no attempt has reached and hands the rest over once more.
+ * fails (the failure recorded as for any attempt) is handed over for its retries. The batch itself
+ * fails if the hand-over does, or if reading a delivery or recording its failure did, and then a
+ * run again tries only what no attempt has reached and hands the rest over once more.
  *
  * A batch holds its queue slot until its slowest POST ends, up to 10 s. So that an endpoint that
- * hangs cannot take every slot from the others, a batch for an endpoint with a batch of this
- * process running for `slowBatchMs` or more is handed over whole, as single jobs (64 slots, one
- * per delivery), as every delivery was before batches.
+ * hangs cannot take the slots from the others, an endpoint is slow while a batch of it in this
+ * process has run for `slowAfterMs`, and for `slowForMs` after such a batch ends: its batches are
+ * then handed over whole as single jobs (64 slots, one per delivery), as every delivery was
+ * before batches.
  */
-export function webhookBatchRunner (deps: WebhookDeps, handOver: BatchHandOver, onFailed?: () => void) {
+export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number }) {
+  const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000 } = options
   const running = new Map<string, Set<{ started: number }>>()
+  const slowUntil = new Map<string, number>()
   return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<void> => {
     const mine = { started: Date.now() }
+    const until = slowUntil.get(webhookId) ?? 0
+    if (until <= mine.started) slowUntil.delete(webhookId)
     const batches = running.get(webhookId) ?? new Set()
-    if ([...batches].some((other) => mine.started - other.started >= slowBatchMs)) {
+    if (until > mine.started || [...batches].some((other) => mine.started - other.started >= slowAfterMs)) {
       await handOver.single(deliveryIds)
       return
     }
@@ -216,10 +232,12 @@ export function webhookBatchRunner (deps: WebhookDeps, handOver: BatchHandOver, 
     running.set(webhookId, batches)
     let results: PromiseSettledResult<'delivered' | 'skipped' | 'attempted'>[]
     try {
-      results = await Promise.allSettled(deliveryIds.map(async (id) => await deliverWebhook(deps, id, false, true)))
+      results = await Promise.allSettled(deliveryIds.map(async (id) => await deliverWebhook(deps, id, { generation: 0, freshOnly: true })))
     } finally {
       batches.delete(mine)
       if (batches.size === 0) running.delete(webhookId)
+      const ended = Date.now()
+      if (ended - mine.started >= slowAfterMs) slowUntil.set(webhookId, ended + slowForMs)
     }
     const again: string[] = []
     let unexpected: unknown
@@ -229,7 +247,7 @@ export function webhookBatchRunner (deps: WebhookDeps, handOver: BatchHandOver, 
         if (result.value === 'attempted') again.push(id)
       } else if (result.reason instanceof DeliveryError) {
         onFailed?.()
-        again.push(id)
+        if (!result.reason.ended) again.push(id)
       } else {
         unexpected ??= result.reason
       }

@@ -4,7 +4,7 @@
  * sweeper, queue workers — these finish their jobs in flight), then queues, Redis and the database.
  */
 import { type Database, type JobName, type JobPayloads, openDatabase, queueOf } from '@haven/schema'
-import { type Job, Worker } from 'bullmq'
+import { type Job, UnrecoverableError, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createTransport } from 'nodemailer'
 import { pino, type Logger } from 'pino'
@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { deliverWebhook, webhookBatchRunner, webhookStore } from './webhook.ts'
+import { deliverWebhook, deliveryEnded, webhookBatchRunner, webhookStore } from './webhook.ts'
 
 export interface RunningWorker {
   log: Logger
@@ -90,14 +90,19 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       }
     }),
     consume('webhook.deliverBatch', webhookBatchRunner(webhookDeps, {
-      retry: async (ids) => { await queues.retryWebhooks(ids) },
-      single: async (ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0 }))) }
-    }, () => { metrics.failed('webhook') })),
-    consume('webhook.deliver', async ({ deliveryId }, job) => {
+      handOver: {
+        retry: async (ids) => { await queues.retryWebhooks(ids) },
+        single: async (ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0 }))) }
+      },
+      onFailed: () => { metrics.failed('webhook') }
+    })),
+    consume('webhook.deliver', async ({ deliveryId, generation }, job) => {
       try {
-        await deliverWebhook(webhookDeps, deliveryId, isFinalAttempt(job))
+        await deliverWebhook(webhookDeps, deliveryId, { final: isFinalAttempt(job), generation })
       } catch (error) {
         metrics.failed('webhook')
+        // Failed for good (the database counted its last attempt): no run of this job again.
+        if (deliveryEnded(error)) throw new UnrecoverableError((error as Error).message)
         throw error
       }
     })
