@@ -340,7 +340,7 @@ function writeDecimalField (out: DataView, at: number, value: number): number {
   const digits = decimalDigits(value)
   at = writeDecimal(out, at, digits)
   out.setUint8(at++, 58) // :
-  return writeDecimal(out, at, value)
+  return writeDecimal(out, at, value, digits)
 }
 
 /** Digits of a non-negative integer below 2^53 in decimal, without dividing. */
@@ -365,9 +365,7 @@ function copyBytes (source: DataView, from: number, length: number, out: DataVie
   return at + length
 }
 
-function writeDecimal (out: DataView, at: number, value: number): number {
-  if (value < 10) { out.setUint8(at, 48 + value); return at + 1 }
-  const digits = decimalDigits(value)
+function writeDecimal (out: DataView, at: number, value: number, digits = decimalDigits(value)): number {
   for (let i = at + digits - 1; i >= at; i--) {
     const rest = Math.floor(value / 10)
     out.setUint8(i, 48 + value - 10 * rest)

@@ -1,5 +1,5 @@
 import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchMinimum, webhookBatchSize } from '@haven/schema'
-import { Queue } from 'bullmq'
+import { type JobsOptions, Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 
 export type Queues = ReturnType<typeof createQueues>
@@ -34,9 +34,10 @@ export function createQueues (connection: Redis, prefix: string) {
     return queue
   }
   return {
-    async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string }[]): Promise<void> {
+    /** Jobs with the queue's options, and any of a job's own (`opts`) on top. */
+    async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string, opts?: JobsOptions }[]): Promise<void> {
       if (jobs.length === 0) return
-      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), jobId: job.jobId } })))
+      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), ...job.opts, jobId: job.jobId } })))
     },
     async addFanout (outboxIds: string[]) {
       const chunks: string[][] = []
@@ -78,19 +79,15 @@ export function createQueues (connection: Redis, prefix: string) {
      * one backoff, then twice that, and so on).
      */
     async retryWebhooks (deliveryIds: string[]) {
-      if (deliveryIds.length === 0) return
       const { attempts, backoffMs } = queueOf['webhook.deliver']
-      await queueFor('webhook.deliver').addBulk(deliveryIds.map((id) => ({
-        name: 'webhook.deliver',
-        data: { deliveryId: id, generation: 0 },
-        opts: {
-          ...jobOptions('webhook.deliver'),
-          jobId: jobIdOf['webhook.deliver']({ deliveryId: id, generation: 0 }),
-          attempts: attempts - 1,
-          delay: Math.round(backoffMs * (0.5 + 0.5 * Math.random())),
-          backoff: { type: 'exponential' as const, delay: 2 * backoffMs, jitter: 0.5 }
+      await this.addBulk('webhook.deliver', deliveryIds.map((id) => {
+        const payload = { deliveryId: id, generation: 0 }
+        return {
+          payload,
+          jobId: jobIdOf['webhook.deliver'](payload),
+          opts: { attempts: attempts - 1, delay: Math.round(backoffMs * (0.5 + 0.5 * Math.random())), backoff: { type: 'exponential' as const, delay: 2 * backoffMs, jitter: 0.5 } }
         }
-      })))
+      }))
     },
     all: () => [...queues.values()],
     async depths () {
