@@ -405,6 +405,33 @@ t.test('exactly one sealer at a time: the advisory lock, and two sealers racing 
   t.equal(result.ok, true, 'the chain two sealers built verifies')
 })
 
+t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at most', async (t) => {
+  const own = await ownDatabase(t)
+  const config = sealerConfig(tempDir(t), auditKeys())
+  const unsealed = async () => Number((await own.superuser`select (select count(*) from audit_events) - (select count(*) from audit_seals) as n`)[0]?.n)
+  const pause = async (ms: number) => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+  await seedEvents(own.superuser, 5)
+
+  let notifying = true
+  const patient = startSealer({ database: own.database, config, log: silentLog, idleMs: 10, yieldTo: () => notifying, maxYieldMs: 60_000 })
+  t.teardown(async () => { await patient.stop() })
+  await pause(300)
+  t.equal(await unsealed(), 5, 'nothing is sealed while notifications are in hand')
+  notifying = false
+  const freed = Date.now()
+  await untilSealed(own)
+  t.ok(Date.now() - freed < 2000, 'sealed as soon as they are done')
+  await patient.stop()
+
+  await seedEvents(own.superuser, 5)
+  const started = Date.now()
+  const bounded = startSealer({ database: own.database, config, log: silentLog, idleMs: 10, yieldTo: () => true, maxYieldMs: 400 })
+  t.teardown(async () => { await bounded.stop() })
+  await untilSealed(own)
+  const waited = Date.now() - started
+  t.ok(waited >= 400 && waited < 5000, `sealed after waiting maxYieldMs, not forever (${waited} ms)`)
+})
+
 t.test('checkpoints every M events or every N seconds, and only when the chain grew', async (t) => {
   const own = await ownDatabase(t)
   const keys = auditKeys()

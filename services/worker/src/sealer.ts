@@ -13,6 +13,9 @@
  * any transaction that gets an xid later gets a larger one, so no event can ever appear below the
  * horizon after the sealer has passed it. Below the horizon it seals in (xid, seq) order, which is
  * therefore final. `horizonSql` says how the horizon is found.
+ *
+ * Priority. In the worker, sealing gives way to notification work in hand (`yieldTo`) for a second
+ * at most: a person waits on a notification, while the seal only has to keep its lag under 2 s.
  */
 import { mkdir, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -182,6 +185,12 @@ export interface SealerOptions {
   batchSize?: number
   /** Pause between polls when there is nothing to seal: the sealer's lag when idle. */
   idleMs?: number
+  /**
+   * Whether this process has more urgent work in hand (the worker's notifications). Sealing then
+   * waits, for `maxYieldMs` at most since it was last due, so that its lag stays bounded.
+   */
+  yieldTo?: () => boolean
+  maxYieldMs?: number
 }
 
 /** The checkpoint signing key: HAVEN_AUDIT_SIGNING_KEY, else (outside production) `<dataDir>/audit-ed25519.pem`. */
@@ -189,7 +198,7 @@ export const auditSigningKey = (config: Pick<SealerConfig, 'env' | 'dataDir' | '
   loadOrCreateEd25519Key({ pem: config.auditSigningKeyPem, variable: 'HAVEN_AUDIT_SIGNING_KEY', file: join(config.dataDir, 'audit-ed25519.pem'), env: config.env })
 
 /** Starts sealing in the background; `stop()` before closing the database. */
-export function startSealer ({ database, config, log, batchSize = 5000, idleMs = 200 }: SealerOptions): Sealer {
+export function startSealer ({ database, config, log, batchSize = 5000, idleMs = 200, yieldTo = () => false, maxYieldMs = 1000 }: SealerOptions): Sealer {
   const key = auditSigningKey(config).privateKey
   const policy: SealPolicy = { batchSize, checkpointEveryEvents: config.checkpointEveryEvents, checkpointIntervalSeconds: config.checkpointIntervalSeconds }
   // One batch at a time in this process (the loop and a caller of sealOnce); the lock covers other processes.
@@ -229,6 +238,8 @@ export function startSealer ({ database, config, log, batchSize = 5000, idleMs =
   let lastErrorAt = 0
   const running = (async () => {
     while (!stopped) {
+      const due = Date.now()
+      while (!stopped && yieldTo() && Date.now() - due < maxYieldMs) await pause(Math.min(idleMs, 25))
       try {
         const sealed = await sealOnce()
         lastError = ''
