@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
-import { loadWorkerConfig, startWorker } from '@haven/worker'
+import { loadWorkerConfig, obliterateQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
@@ -176,11 +176,7 @@ async function main () {
 
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   const cleanup = new Redis(redisUrl, { maxRetriesPerRequest: null })
-  for (const { name } of Object.values(queueOf)) {
-    const queue = new Queue(name, { connection: cleanup, prefix: workerConfig.queuePrefix })
-    await queue.obliterate({ force: true })
-    await queue.close()
-  }
+  await obliterateQueues(cleanup, workerConfig.queuePrefix)
   cleanup.disconnect()
   await app.close()
   redis.disconnect()

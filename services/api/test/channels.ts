@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type IncomingMessage } from 'node:http'
 import { type AddressInfo, connect, createServer as createNetServer } from 'node:net'
-import { loadWorkerConfig, startWorker } from '@haven/worker'
+import { loadWorkerConfig, obliterateQueues, startWorker } from '@haven/worker'
+import { Redis } from 'ioredis'
 import { SMTPServer } from 'smtp-server'
 import type { Test } from 'tap'
 
@@ -83,7 +84,14 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
     ...env
   })
   const worker = await startWorker(config, { sweepEveryMs: 200 })
-  t.teardown(async () => { await worker.close() })
+  t.teardown(async () => {
+    await worker.close()
+    // Its queues, which would otherwise stay in the Redis it used (the machine's, for most tests).
+    const connection = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 2000 })
+    connection.on('error', () => {})
+    await obliterateQueues(connection, config.queuePrefix).catch(() => {})
+    connection.disconnect()
+  })
   return worker
 }
 

@@ -266,6 +266,50 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   }
 })
 
+t.test('end to end: shares made while the worker was away go out in a batch; a refused first attempt is retried on its own and arrives', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  // Every third event is refused on its first POST only.
+  const order = new Map<string, number>()
+  const receiver = await startReceiver(t, (hook) => {
+    const id = String(hook.headers['haven-event-id'])
+    if (order.has(id)) return 200
+    order.set(id, order.size)
+    return (order.size - 1) % 3 === 0 ? 500 : 200
+  })
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  const webhook = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).json<{ id: string }>()
+  const count = 10
+  for (let i = 0; i < count; i++) {
+    const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+    t.equal((await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).statusCode, 201)
+  }
+
+  // Which queues carried the work: their completed jobs, read from the queues' event streams.
+  const prefix = `test-e2e-${randomUUID().slice(0, 8)}`
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  t.teardown(() => { connection.disconnect() })
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix })
+  const rows = await waitFor(async () => {
+    const all = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.webhookId, webhook.id))
+    return all.length === count && all.every((d) => d.status === 'delivered') ? all : undefined
+  }, 20_000, 'every delivery to be delivered')
+  const completed = async (queue: string) => (await connection.xrange(`${prefix}:${queue}:events`, '-', '+'))
+    .filter(([, fields]) => fields[0] === 'event' && fields[1] === 'completed').length
+
+  const posts = new Map<string, number>()
+  for (const hook of receiver.received) posts.set(String(hook.headers['haven-event-id']), (posts.get(String(hook.headers['haven-event-id'])) ?? 0) + 1)
+  t.equal(posts.size, count, 'every event arrived')
+  const refused = [...order].filter(([, i]) => i % 3 === 0).map(([id]) => id)
+  t.same([...posts].filter(([, n]) => n === 2).map(([id]) => id).sort(), [...refused].sort(), 'the refused ones twice, the rest once')
+  t.same(rows.filter((d) => d.attempts === 2).map((d) => d.eventId).sort(), [...refused].sort(), 'two attempts recorded for the refused ones, one for the rest')
+  t.equal(await completed(queueOf['webhook.deliverBatch'].name), 1, 'the first attempts in one batch')
+  t.equal(await completed(queueOf['webhook.deliver'].name), refused.length, 'each retry a single job of its own')
+})
+
 t.test('webhook registration: https and public targets only, own agency admins only', async (t) => {
   const h = await buildHarness(t)
   const ngo = await makeAgency(h)

@@ -103,3 +103,18 @@ export function createQueues (connection: Redis, prefix: string) {
     }
   }
 }
+
+/**
+ * Removes every queue under `prefix`, jobs and bookkeeping keys alike: for a run of its own (a
+ * benchmark, a test) on a Redis that others use. Never on a deployment's prefix.
+ */
+export async function obliterateQueues (connection: Redis, prefix: string): Promise<void> {
+  for (const { name } of Object.values(queueOf)) {
+    const queue = new Queue(name, { connection, prefix })
+    try {
+      await queue.obliterate({ force: true })
+    } finally {
+      await queue.close()
+    }
+  }
+}
