@@ -17,6 +17,7 @@ import t, { type Test } from 'tap'
 import { streamingClient, walkChainStreaming } from '../../packages/schema/src/audit-chain-stream.ts'
 import { buildHarness, signedIn } from '../../services/api/test/helper.ts'
 import { auditSigningKey, sealAuditBatch, sealerLockKey, startSealer } from '../../services/worker/src/sealer.ts'
+import { workInHand } from '../../services/worker/src/work.ts'
 import { auditKeys, ownDatabase, type OwnDatabase, sealerConfig, seedEvents, serverUrl, silentLog, tempDir } from './audit-fixtures.ts'
 
 const root = new URL('../../', import.meta.url).pathname
@@ -420,8 +421,12 @@ t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at m
   notifying = false
   const freed = Date.now()
   await untilSealed(own)
-  t.ok(Date.now() - freed < 2000, 'sealed as soon as they are done')
+  t.ok(Date.now() - freed < 10_000, 'sealed once they are done, not after maxYieldMs')
+  await seedEvents(own.superuser, 3)
+  notifying = true
+  await pause(100)
   await patient.stop()
+  t.equal(await unsealed(), 3, 'stopped while giving way, it seals nothing more')
 
   await seedEvents(own.superuser, 5)
   const started = Date.now()
@@ -429,7 +434,30 @@ t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at m
   t.teardown(async () => { await bounded.stop() })
   await untilSealed(own)
   const waited = Date.now() - started
-  t.ok(waited >= 400 && waited < 5000, `sealed after waiting maxYieldMs, not forever (${waited} ms)`)
+  t.ok(waited >= 400 && waited < 10_000, `sealed after waiting maxYieldMs, not forever (${waited} ms)`)
+})
+
+t.test('work in hand: jobs running, and a grace after any work, failed or not, and after the start', async (t) => {
+  let clock = 1000
+  const work = workInHand(100, () => clock)
+  t.equal(work.busy(), true, 'busy for the grace from the start: the first relay claim is in flight')
+  clock += 100
+  t.equal(work.busy(), false)
+  let finish = () => {}
+  const job = work.track(async () => { await new Promise<void>((resolve) => { finish = resolve }) })
+  clock += 1000
+  t.equal(work.busy(), true, 'while a job runs, however long')
+  finish()
+  await job
+  clock += 99
+  t.equal(work.busy(), true, 'and for the grace after it ends')
+  clock += 1
+  t.equal(work.busy(), false)
+  await t.rejects(work.track(async () => { throw new Error('failed') }))
+  clock += 100
+  t.equal(work.busy(), false, 'a job that throws is no longer counted')
+  work.done()
+  t.equal(work.busy(), true, 'the relay handing messages over counts')
 })
 
 t.test('checkpoints every M events or every N seconds, and only when the chain grew', async (t) => {

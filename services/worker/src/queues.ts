@@ -111,6 +111,7 @@ export function createQueues (connection: Redis, prefix: string) {
 export async function obliterateQueues (connection: Redis, prefix: string): Promise<void> {
   for (const { name } of Object.values(queueOf)) {
     const queue = new Queue(name, { connection, prefix })
+    queue.on('error', () => {})
     try {
       await queue.obliterate({ force: true })
     } finally {

@@ -36,14 +36,14 @@ export async function relayOutbox (database: Database, queues: Queues, redispatc
   return rows.length
 }
 
-export async function startRelay (deps: { database: Database, queues: Queues, log: Logger, redispatchAfterSeconds: number, track?: <T>(work: () => Promise<T>) => Promise<T> }) {
-  const track = deps.track ?? (async <T>(work: () => Promise<T>) => await work())
+export async function startRelay (deps: { database: Database, queues: Queues, log: Logger, redispatchAfterSeconds: number, onRelayed?: () => void }) {
   let failing = false
   const loop = startLoop({
     idleMs: 1000,
     errorMs: 2000,
     step: async () => {
-      const relayed = await track(async () => await relayOutbox(deps.database, deps.queues, deps.redispatchAfterSeconds))
+      const relayed = await relayOutbox(deps.database, deps.queues, deps.redispatchAfterSeconds)
+      if (relayed > 0) deps.onRelayed?.()
       if (failing) deps.log.info('outbox relay is working again')
       failing = false
       return relayed === batchSize

@@ -14,8 +14,9 @@
  * horizon after the sealer has passed it. Below the horizon it seals in (xid, seq) order, which is
  * therefore final. `horizonSql` says how the horizon is found.
  *
- * Priority. In the worker, sealing gives way to notification work in hand (`yieldTo`) for a second
- * at most: a person waits on a notification, while the seal only has to keep its lag under 2 s.
+ * Priority. In the worker, sealing gives way to notification work in hand (`yieldTo`), for
+ * `maxYieldMs` at most after its last pass: a person waits on a notification, while the seal only
+ * has to keep its lag within a budget.
  */
 import { mkdir, open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -185,11 +186,13 @@ export interface SealerOptions {
   batchSize?: number
   /** Pause between polls when there is nothing to seal: the sealer's lag when idle. */
   idleMs?: number
-  /**
-   * Whether this process has more urgent work in hand (the worker's notifications). Sealing then
-   * waits, for `maxYieldMs` at most since it was last due, so that its lag stays bounded.
-   */
+  /** Whether this process has more urgent work in hand (the worker's notifications): sealing waits. */
   yieldTo?: () => boolean
+  /**
+   * The longest a pass waits, counted from the end of the one before (the idle pause is part of
+   * it). An event then waits at most this and two passes: 500 ms leaves most of the 2 s lag budget
+   * to the passes themselves.
+   */
   maxYieldMs?: number
 }
 
@@ -198,7 +201,7 @@ export const auditSigningKey = (config: Pick<SealerConfig, 'env' | 'dataDir' | '
   loadOrCreateEd25519Key({ pem: config.auditSigningKeyPem, variable: 'HAVEN_AUDIT_SIGNING_KEY', file: join(config.dataDir, 'audit-ed25519.pem'), env: config.env })
 
 /** Starts sealing in the background; `stop()` before closing the database. */
-export function startSealer ({ database, config, log, batchSize = 5000, idleMs = 200, yieldTo = () => false, maxYieldMs = 1000 }: SealerOptions): Sealer {
+export function startSealer ({ database, config, log, batchSize = 5000, idleMs = 200, yieldTo = () => false, maxYieldMs = 500 }: SealerOptions): Sealer {
   const key = auditSigningKey(config).privateKey
   const policy: SealPolicy = { batchSize, checkpointEveryEvents: config.checkpointEveryEvents, checkpointIntervalSeconds: config.checkpointIntervalSeconds }
   // One batch at a time in this process (the loop and a caller of sealOnce); the lock covers other processes.
@@ -237,11 +240,13 @@ export function startSealer ({ database, config, log, batchSize = 5000, idleMs =
   let lastError = ''
   let lastErrorAt = 0
   const running = (async () => {
+    let passEnded = Date.now()
     while (!stopped) {
-      const due = Date.now()
-      while (!stopped && yieldTo() && Date.now() - due < maxYieldMs) await pause(Math.min(idleMs, 25))
+      while (!stopped && yieldTo() && Date.now() - passEnded < maxYieldMs) await pause(Math.min(idleMs, 25))
+      if (stopped) break
       try {
         const sealed = await sealOnce()
+        passEnded = Date.now()
         lastError = ''
         if (sealed === 0 && !stopped) await pause(idleMs)
       } catch (error) {

@@ -15,6 +15,7 @@ import { startLoop } from './loop.ts'
 import { createMetrics, serveMetrics } from './metrics.ts'
 import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
+import { workInHand } from './work.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
 import { deliverWebhook, deliveryEnded, webhookBatchRunner, webhookStore } from './webhook.ts'
@@ -65,24 +66,12 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     store: webhookStore(database.db),
     onDelivered: (ms: number) => { metrics.delivered('webhook', ms) }
   }
-  // Notification work in hand: the relay's claims and the jobs running, and a moment after (the gap
-  // between a job and the next). The audit sealer gives way to it for up to a second. On 2 cores, a
+  // The audit sealer gives way to notification work in hand (sealer.ts, `yieldTo`). On 2 cores, a
   // worker starting with a backlog of 1,000 shares used to seal their 2,000 audit events beside its
   // first fan-outs and deliveries, and delivered about a tenth slower (`pnpm bench:notifications`).
-  let working = 0
-  let lastWorked = 0
-  const track = async <T>(work: () => Promise<T>): Promise<T> => {
-    working++
-    try {
-      return await work()
-    } finally {
-      working--
-      lastWorked = Date.now()
-    }
-  }
-  const notifying = () => working > 0 || Date.now() - lastWorked < 50
+  const work = workInHand()
   const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job) => Promise<unknown>) =>
-    new Worker(queueOf[name].name, async (job: Job) => await track(async () => await handler(job.data as JobPayloads[N], job)), {
+    new Worker(queueOf[name].name, async (job: Job) => await work.track(async () => await handler(job.data as JobPayloads[N], job)), {
       connection: consumer,
       concurrency: queueOf[name].concurrency,
       prefix: config.queuePrefix,
@@ -125,9 +114,8 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   ]
   for (const worker of workers) worker.on('error', () => {})
 
-  const relay = await startRelay({ database, queues, log, redispatchAfterSeconds: config.redispatchAfterSeconds, track })
-  // After the relay, whose first claim is then in hand: a worker starting with a backlog delivers first.
-  const sealer = startSealer({ database, config, log, yieldTo: notifying })
+  const sealer = startSealer({ database, config, log, yieldTo: work.busy })
+  const relay = await startRelay({ database, queues, log, redispatchAfterSeconds: config.redispatchAfterSeconds, onRelayed: work.done })
   const sweeper = startLoop({
     idleMs: options.sweepEveryMs ?? 5000,
     step: async () => {
