@@ -6,7 +6,7 @@ import { openDatabase, sql, users } from '@haven/schema'
 import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { bootstrapAdmin } from '../src/bootstrap.ts'
-import { freePort } from './channels.ts'
+import { freePort, removeQueues } from './channels.ts'
 import { freshDatabaseUrl } from './helper.ts'
 
 /** A throwaway migrated database of the test's own (bootstrap needs one with no admin yet). */
@@ -49,7 +49,11 @@ async function waitForHealth (base: string, child: ChildProcess, ms = 60_000) {
 
 t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the data is still there', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'haven-pglite-'))
-  t.teardown(() => { rmSync(dataDir, { recursive: true, force: true }) })
+  const queuePrefix = `test-start-${process.pid}-${Date.now()}`
+  t.teardown(async () => {
+    rmSync(dataDir, { recursive: true, force: true })
+    await removeQueues(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', queuePrefix)
+  })
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
   const root = new URL('../../../', import.meta.url).pathname
@@ -59,6 +63,7 @@ t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the da
     PORT: String(port),
     HAVEN_DATA_DIR: dataDir,
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    HAVEN_QUEUE_PREFIX: queuePrefix,
     HAVEN_BOOTSTRAP_ADMIN_EMAIL: 'pglite.admin@example.org',
     HAVEN_BOOTSTRAP_ADMIN_PASSWORD: 'pglite admin password',
     HAVEN_METRICS_PORT: '0',
@@ -121,6 +126,7 @@ t.test('the production bundles: pnpm build, then each start script on an empty d
     rmSync(dataDir, { recursive: true, force: true })
     await admin.unsafe(`drop database if exists "${name}" with (force)`)
     await admin.end()
+    await removeQueues(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', `bundle-${name}`)
   })
   const [port, metricsPort] = [await freePort(), await freePort()]
   const env = {
