@@ -422,8 +422,10 @@ t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at m
   const freed = Date.now()
   await untilSealed(own)
   t.ok(Date.now() - freed < 10_000, 'sealed once they are done, not after maxYieldMs')
-  await seedEvents(own.superuser, 3)
+  // Giving way again (past any pass in flight) before the next events come.
   notifying = true
+  await pause(50)
+  await seedEvents(own.superuser, 3)
   await pause(100)
   await patient.stop()
   t.equal(await unsealed(), 3, 'stopped while giving way, it seals nothing more')

@@ -15,10 +15,10 @@ import { startLoop } from './loop.ts'
 import { createMetrics, serveMetrics } from './metrics.ts'
 import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
-import { workInHand } from './work.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
 import { deliverWebhook, deliveryEnded, webhookBatchRunner, webhookStore } from './webhook.ts'
+import { workInHand } from './work.ts'
 
 export interface RunningWorker {
   log: Logger
