@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { openDatabase } from '@haven/schema'
+import { obliterateQueues } from '@haven/worker'
+import { Redis } from 'ioredis'
 import { hashPassword } from '../services/api/src/auth/passwords.ts'
 import {
   type BenchDatabase, describer, freePort, type HttpRequest, idPrefixes, type LoadResult, type PgbenchScript, pgbenchScript, type Pool,
@@ -58,7 +60,13 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
     HAVEN_QUEUE_PREFIX: `bench-${db.name}`, HAVEN_METRICS_PORT: String(metricsPort), ...productionSecrets()
   }
   const started: Service[] = []
-  const stop = async () => { for (const service of started.reverse()) await service.stop() }
+  const stop = async () => {
+    for (const service of started.reverse()) await service.stop()
+    // The worker's queues under the run's prefix, which would otherwise stay in the shared Redis.
+    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
+    await obliterateQueues(connection, env.HAVEN_QUEUE_PREFIX)
+    connection.disconnect()
+  }
   try {
     const api = startService('api', 'services/api', env, dir, options.apiNodeArgs)
     started.push(api)
