@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
-import { loadWorkerConfig, obliterateQueues, startWorker } from '@haven/worker'
+import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
@@ -175,9 +175,7 @@ async function main () {
   writeFileSync(new URL(`results/notifications-${Date.now()}.json`, import.meta.url), JSON.stringify(results, null, 2))
 
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
-  const cleanup = new Redis(redisUrl, { maxRetriesPerRequest: null })
-  await obliterateQueues(cleanup, workerConfig.queuePrefix)
-  cleanup.disconnect()
+  await removeQueues(redisUrl, workerConfig.queuePrefix)
   await app.close()
   redis.disconnect()
   receiver.close()

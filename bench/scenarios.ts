@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { openDatabase } from '@haven/schema'
-import { obliterateQueues } from '@haven/worker'
-import { Redis } from 'ioredis'
+import { removeQueues } from '@haven/worker'
 import { hashPassword } from '../services/api/src/auth/passwords.ts'
 import {
   type BenchDatabase, describer, freePort, type HttpRequest, idPrefixes, type LoadResult, type PgbenchScript, pgbenchScript, type Pool,
@@ -63,9 +62,7 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
   const stop = async () => {
     for (const service of started.reverse()) await service.stop()
     // The worker's queues under the run's prefix, which would otherwise stay in the shared Redis.
-    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
-    await obliterateQueues(connection, env.HAVEN_QUEUE_PREFIX)
-    connection.disconnect()
+    await removeQueues(redisUrl, env.HAVEN_QUEUE_PREFIX)
   }
   try {
     const api = startService('api', 'services/api', env, dir, options.apiNodeArgs)
@@ -79,7 +76,8 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
     }
     return { base, env, api, worker, stop }
   } catch (error) {
-    await stop()
+    // The error that stopped the start, not one from the clean-up.
+    await stop().catch(() => {})
     throw error
   }
 }

@@ -414,7 +414,8 @@ t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at m
   await seedEvents(own.superuser, 5)
 
   let notifying = true
-  const patient = startSealer({ database: own.database, config, log: silentLog, idleMs: 10, yieldTo: () => notifying, maxYieldMs: 60_000 })
+  let asked = 0
+  const patient = startSealer({ database: own.database, config, log: silentLog, idleMs: 10, yieldTo: () => { asked++; return notifying }, maxYieldMs: 60_000 })
   t.teardown(async () => { await patient.stop() })
   await pause(300)
   t.equal(await unsealed(), 5, 'nothing is sealed while notifications are in hand')
@@ -422,9 +423,10 @@ t.test('the sealer gives way to the worker\'s notifications, for maxYieldMs at m
   const freed = Date.now()
   await untilSealed(own)
   t.ok(Date.now() - freed < 10_000, 'sealed once they are done, not after maxYieldMs')
-  // Giving way again (past any pass in flight) before the next events come.
+  // Giving way again before the next events come: asked twice since, it is waiting, past any pass.
   notifying = true
-  await pause(50)
+  const since = asked
+  while (asked < since + 2) await pause(5)
   await seedEvents(own.superuser, 3)
   await pause(100)
   await patient.stop()

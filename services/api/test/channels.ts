@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type IncomingMessage } from 'node:http'
 import { type AddressInfo, connect, createServer as createNetServer } from 'node:net'
-import { loadWorkerConfig, obliterateQueues, startWorker } from '@haven/worker'
-import { Redis } from 'ioredis'
+import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { SMTPServer } from 'smtp-server'
 import type { Test } from 'tap'
 
@@ -86,26 +85,10 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
   const worker = await startWorker(config, { sweepEveryMs: 200 })
   t.teardown(async () => {
     await worker.close()
+    // Its queues, which would otherwise stay in the Redis it used (the machine's, for most tests).
     await removeQueues(config.redisUrl, config.queuePrefix)
   })
   return worker
-}
-
-/**
- * A test worker's queues, which would otherwise stay in the Redis it used (the machine's, for most
- * tests). It may be a Redis the test has stopped: one try, never a reconnect that would hang.
- */
-export async function removeQueues (redisUrl: string, prefix: string) {
-  const connection = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, retryStrategy: () => null })
-  connection.on('error', () => {})
-  try {
-    await connection.connect()
-    await obliterateQueues(connection, prefix)
-  } catch {
-    // Nothing to remove from a Redis that is gone (a test's own dies with its data).
-  } finally {
-    connection.disconnect()
-  }
 }
 
 export const freePort = async () => await new Promise<number>((resolve) => {

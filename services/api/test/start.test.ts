@@ -3,10 +3,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDatabase, sql, users } from '@haven/schema'
+import { removeQueues } from '@haven/worker'
 import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { bootstrapAdmin } from '../src/bootstrap.ts'
-import { freePort, removeQueues } from './channels.ts'
+import { freePort } from './channels.ts'
 import { freshDatabaseUrl } from './helper.ts'
 
 /** A throwaway migrated database of the test's own (bootstrap needs one with no admin yet). */

@@ -4,4 +4,4 @@ export { deliverWebhook, deliveryEnded, signatureHeader, webhookBatchRunner, web
 export { expireShares, remindShares, redispatchDeliveries } from './sweeper.ts'
 export { relayOutbox } from './relay.ts'
 export { fanOut } from './fanout.ts'
-export { createQueues, obliterateQueues } from './queues.ts'
+export { createQueues, removeQueues } from './queues.ts'

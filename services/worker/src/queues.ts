@@ -1,6 +1,6 @@
 import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchMinimum, webhookBatchSize } from '@haven/schema'
 import { type JobsOptions, Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
+import { Redis as IORedis, type Redis } from 'ioredis'
 
 export type Queues = ReturnType<typeof createQueues>
 
@@ -106,16 +106,27 @@ export function createQueues (connection: Redis, prefix: string) {
 
 /**
  * Removes every queue under `prefix`, jobs and bookkeeping keys alike: for a run of its own (a
- * benchmark, a test) on a Redis that others use. Never on a deployment's prefix.
+ * benchmark, a test) on a Redis that others use. Never on a deployment's prefix. Best effort: the
+ * Redis may be gone (one a test stopped), so one connection try, every command bounded, and no
+ * error thrown.
  */
-export async function obliterateQueues (connection: Redis, prefix: string): Promise<void> {
-  for (const { name } of Object.values(queueOf)) {
-    const queue = new Queue(name, { connection, prefix })
-    queue.on('error', () => {})
-    try {
-      await queue.obliterate({ force: true })
-    } finally {
-      await queue.close()
+export async function removeQueues (redisUrl: string, prefix: string): Promise<void> {
+  const connection = new IORedis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000, retryStrategy: () => null })
+  connection.on('error', () => {})
+  try {
+    await connection.connect()
+    for (const { name } of Object.values(queueOf)) {
+      const queue = new Queue(name, { connection, prefix })
+      queue.on('error', () => {})
+      try {
+        await queue.obliterate({ force: true })
+      } finally {
+        await queue.close()
+      }
     }
+  } catch {
+    // Nothing more to remove from a Redis that is gone or does not answer.
+  } finally {
+    connection.disconnect()
   }
 }
