@@ -10,6 +10,8 @@ import { bootstrapAdmin } from '../src/bootstrap.ts'
 import { freePort } from './channels.ts'
 import { freshDatabaseUrl } from './helper.ts'
 
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
 /** A throwaway migrated database of the test's own (bootstrap needs one with no admin yet). */
 async function freshDatabase (t: Test) {
   const database = await openDatabase({ url: await freshDatabaseUrl(t), max: 4 })
@@ -53,7 +55,7 @@ t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the da
   const queuePrefix = `test-start-${process.pid}-${Date.now()}`
   t.teardown(async () => {
     rmSync(dataDir, { recursive: true, force: true })
-    await removeQueues(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', queuePrefix)
+    await removeQueues(redisUrl, queuePrefix)
   })
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
@@ -63,7 +65,7 @@ t.test('pnpm start on embedded PGlite: start, sign in, stop, start again, the da
     NODE_ENV: 'development',
     PORT: String(port),
     HAVEN_DATA_DIR: dataDir,
-    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    REDIS_URL: redisUrl,
     HAVEN_QUEUE_PREFIX: queuePrefix,
     HAVEN_BOOTSTRAP_ADMIN_EMAIL: 'pglite.admin@example.org',
     HAVEN_BOOTSTRAP_ADMIN_PASSWORD: 'pglite admin password',
@@ -127,14 +129,14 @@ t.test('the production bundles: pnpm build, then each start script on an empty d
     rmSync(dataDir, { recursive: true, force: true })
     await admin.unsafe(`drop database if exists "${name}" with (force)`)
     await admin.end()
-    await removeQueues(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', `bundle-${name}`)
+    await removeQueues(redisUrl, `bundle-${name}`)
   })
   const [port, metricsPort] = [await freePort(), await freePort()]
   const env = {
     PATH: process.env.PATH ?? '',
     NODE_ENV: 'development',
     DATABASE_URL: url.toString(),
-    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    REDIS_URL: redisUrl,
     PORT: String(port),
     HAVEN_DATA_DIR: dataDir,
     HAVEN_QUEUE_PREFIX: `bundle-${name}`,

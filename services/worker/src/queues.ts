@@ -1,6 +1,6 @@
 import { type JobName, jobIdOf, type JobPayloads, queueOf, webhookBatchMinimum, webhookBatchSize } from '@haven/schema'
 import { type JobsOptions, Queue } from 'bullmq'
-import { Redis as IORedis, type Redis } from 'ioredis'
+import { Redis } from 'ioredis'
 
 export type Queues = ReturnType<typeof createQueues>
 
@@ -111,7 +111,7 @@ export function createQueues (connection: Redis, prefix: string) {
  * error thrown.
  */
 export async function removeQueues (redisUrl: string, prefix: string): Promise<void> {
-  const connection = new IORedis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000, retryStrategy: () => null })
+  const connection = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000, retryStrategy: () => null })
   connection.on('error', () => {})
   try {
     await connection.connect()
