@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliveryEnded, expireShares, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -312,6 +312,12 @@ t.test('end to end: shares made while the worker was away go out in a batch; a r
     return counts.singles >= refused.length ? counts : undefined
   }, 5000, 'the jobs to complete')
   t.same(jobs, { batches: 1, singles: refused.length }, 'the first attempts in one batch, each retry a single job of its own')
+})
+
+t.test('the worker\'s configuration: its database pool', async (t) => {
+  t.equal(loadWorkerConfig({}).databaseConnections, 3, 'a small pool by default')
+  t.equal(loadWorkerConfig({ HAVEN_WORKER_DB_CONNECTIONS: '12' }).databaseConnections, 12)
+  for (const value of ['0', '-1', 'many', '101']) t.throws(() => loadWorkerConfig({ HAVEN_WORKER_DB_CONNECTIONS: value }), /HAVEN_WORKER_DB_CONNECTIONS must be a whole number from 1 to 100/, value)
 })
 
 t.test('webhook registration: https and public targets only, own agency admins only', async (t) => {

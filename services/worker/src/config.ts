@@ -27,6 +27,13 @@ export interface WorkerConfig {
   jobLockMs: number
   /** Work still pending this long after it was handed to Redis is handed over again (Redis may have lost it). */
   redispatchAfterSeconds: number
+  /**
+   * Connections of the worker's PostgreSQL pool. Few: the deliveries share batched statements
+   * (webhook.ts), and every new connection is a backend that plans each statement again. A worker
+   * starting on 1,000 shares took 40 % less PostgreSQL CPU with 3 than with 10, and delivered
+   * 15-30 % faster (`pnpm bench:notifications`, bench/README.md).
+   */
+  databaseConnections: number
 }
 
 export class WorkerConfigError extends Error {}
@@ -79,7 +86,8 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     metricsPort: integer('HAVEN_METRICS_PORT', 9464, 0, 65_535),
     queuePrefix: text('HAVEN_QUEUE_PREFIX') ?? 'haven',
     jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000),
-    redispatchAfterSeconds: integer('HAVEN_REDISPATCH_AFTER_SECONDS', 30, 1, 3600)
+    redispatchAfterSeconds: integer('HAVEN_REDISPATCH_AFTER_SECONDS', 30, 1, 3600),
+    databaseConnections: integer('HAVEN_WORKER_DB_CONNECTIONS', 3, 1, 100)
   }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
   return {
