@@ -44,11 +44,7 @@ export interface ReceivedHook { headers: IncomingMessage['headers'], body: strin
 export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | { status: number, afterMs: number } = () => 200) {
   const received: ReceivedHook[] = []
   const hanging = new Set<() => void>()
-  /** Connections accepted, and the most requests it held at once. */
-  const load = { connections: 0, inFlight: 0, maxInFlight: 0 }
   const server = createServer((request, response) => {
-    load.maxInFlight = Math.max(load.maxInFlight, ++load.inFlight)
-    response.on('close', () => { load.inFlight-- })
     let body = ''
     request.on('data', (chunk: Buffer) => { body += chunk.toString() })
     request.on('end', () => {
@@ -63,7 +59,6 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
       else setTimeout(() => { response.writeHead(status.status).end() }, status.afterMs)
     })
   })
-  server.on('connection', () => { load.connections++ })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
   t.teardown(async () => {
@@ -71,7 +66,7 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
     server.closeAllConnections()
     await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
   })
-  return { url: `http://127.0.0.1:${port}/hooks`, received, load }
+  return { url: `http://127.0.0.1:${port}/hooks`, received }
 }
 
 /** A worker in this process on `databaseUrl`, with its own queue prefix and a fast sweeper. */

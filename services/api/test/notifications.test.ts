@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { connectionsPerEndpoint, createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -312,28 +312,6 @@ t.test('end to end: shares made while the worker was away go out in a batch; a r
     return counts.singles >= refused.length ? counts : undefined
   }, 5000, 'the jobs to complete')
   t.same(jobs, { batches: 1, singles: refused.length }, 'the first attempts in one batch, each retry a single job of its own')
-})
-
-t.test('an endpoint gets at most 16 POSTs at once, over kept-alive connections', async (t) => {
-  const databaseUrl = await freshDatabaseUrl(t)
-  // Slow enough that a backlog's batches overlap at the receiver.
-  const receiver = await startReceiver(t, () => ({ status: 200, afterMs: 150 }))
-  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
-  const police = await makeAgency(h, { kind: 'police' })
-  const ngo = await makeAgency(h)
-  const referrer = await signedIn(h, ['referrer'], police.id)
-  const admin = await signedIn(h, ['agency_admin'], ngo.id)
-  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).statusCode, 201)
-  const count = 48
-  for (let i = 0; i < count; i++) {
-    const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
-    t.equal((await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).statusCode, 201)
-  }
-  // Made while the worker was away: three batches of 16, whose 48 POSTs would all go at once.
-  await startTestWorker(t, { DATABASE_URL: databaseUrl })
-  await waitFor(async () => receiver.received.length >= count ? true : undefined, 20_000, 'every webhook')
-  t.equal(receiver.load.maxInFlight, connectionsPerEndpoint, `${connectionsPerEndpoint} at once, no more`)
-  t.equal(receiver.load.connections, connectionsPerEndpoint, 'each connection carried several POSTs')
 })
 
 t.test('the worker\'s configuration: its database pool', async (t) => {

@@ -9,8 +9,8 @@
  * row is switched off.
  */
 import { createHmac } from 'node:crypto'
-import { Agent as HttpAgent, request as httpRequest } from 'node:http'
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { and, eq, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
@@ -35,37 +35,13 @@ class DeliveryError extends Error {
 /** Whether an error from `deliverWebhook` ended the delivery: its job must not run again. */
 export const deliveryEnded = (error: unknown): boolean => error instanceof DeliveryError && error.ended
 
-/** POSTs in flight to one endpoint at most; more wait their turn, within their own 10 s. */
-export const connectionsPerEndpoint = 16
-
-/**
- * Kept-alive connections, an agent per endpoint (a webhook id and its origin), so that an endpoint
- * that is slow to answer never holds up another on the same host. Node's shared agent opened a
- * connection for every POST in flight, 128 to one receiver when 8 batches of 16 ran; with 16 a
- * worker starting on 1,000 shares delivered about a tenth faster (`pnpm bench:notifications`), and
- * a small receiver is not flooded. An agent closes its idle connections after 5 s; an endpoint
- * deleted since leaves an empty agent here until the process restarts.
- */
-const agents = new Map<string, HttpAgent>()
-function agentFor (webhookId: string, target: URL): HttpAgent {
-  const key = `${webhookId} ${target.origin}`
-  let agent = agents.get(key)
-  if (agent === undefined) {
-    const options = { keepAlive: true, maxSockets: connectionsPerEndpoint, timeout: 5000 }
-    agent = target.protocol === 'https:' ? new HttpsAgent(options) : new HttpAgent(options)
-    agents.set(key, agent)
-  }
-  return agent
-}
-
 /** One POST; resolves with the status code of a 2xx answer, rejects otherwise. */
-async function post (webhookId: string, url: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
+async function post (url: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
   const target = new URL(url)
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest
   return await new Promise((resolve, reject) => {
     const request = send(target, {
       method: 'POST',
-      agent: agentFor(webhookId, target),
       headers: { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'user-agent': 'Haven-Webhooks/1' },
       lookup: publicOnlyLookup(allowPrivate) as never,
       timeout: webhookTimeoutMs
@@ -195,7 +171,7 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
   const body = JSON.stringify(webhookBody(facts))
   try {
     if (urlProblem !== null) throw new DeliveryError(`the URL ${urlProblem}`, null)
-    const status = await post(webhook.id, webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
+    const status = await post(webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
     await deps.store.markDelivered({ id: deliveryId, statusCode: status })
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())
     return 'delivered'
