@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import { sql } from '@haven/schema'
+import postgres from 'postgres'
 import t from 'tap'
 import { loadConfig } from '../src/config.ts'
 import { buildHarness, makeAgency, makeUser, password, referralBodies, signedIn } from './helper.ts'
@@ -145,6 +146,27 @@ t.test('the audit trail is append-only', async (t) => {
     const error = await h.database.rows(statement).then(() => undefined, (e: Error & { cause?: Error }) => e)
     t.match(error?.cause?.message ?? error?.message, /append-only/, 'refused by the trigger')
   }
+})
+
+t.test('a transaction whose BEGIN fills a connection\'s pipeline still holds its connection (patched postgres.js)', async (t) => {
+  // porsager/postgres#823, #1189: such a BEGIN skipped the hook that reserves the connection; the
+  // transaction then failed with a TypeError thrown outside any promise (the process went down)
+  // and the connection went back to the pool inside the open transaction. patches/ has the fix.
+  // max_pipeline is a connection option postgres.js's types do not list.
+  const options = { max: 1, max_pipeline: 1, onnotice: () => {} }
+  const client = postgres(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres', options)
+  t.teardown(async () => { await client.end({ timeout: 5 }) })
+  await client`select 1`
+  // A statement in flight, so the BEGIN is pipelined behind it and is the one that fills the pipeline.
+  const first = client`select pg_sleep(0.1)`.execute()
+  const inside = client.begin(async (tx) => (await tx`select now()::text as started, pg_sleep(0.2)`)[0]?.started)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const outside = client`select now()::text as at`
+  await first
+  const started = await inside
+  const [row] = await outside
+  t.type(started, 'string', 'the transaction ran')
+  t.not(row?.at, started, 'a query from outside did not run inside the transaction')
 })
 
 t.test('configuration is checked once, at start', async (t) => {
