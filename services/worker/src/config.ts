@@ -30,8 +30,9 @@ export interface WorkerConfig {
   /**
    * Connections of the worker's PostgreSQL pool. Few: the deliveries share batched statements
    * (webhook.ts), and every new connection is a backend that plans each statement again. A worker
-   * starting on 1,000 shares took 40 % less PostgreSQL CPU with 3 than with 10, and delivered
-   * 15-30 % faster (`pnpm bench:notifications`, bench/README.md).
+   * started on 1,000 shares delivered about a quarter faster with 3 than with 10, on 40 % less
+   * PostgreSQL CPU (`pnpm bench:notifications`, bench/README.md). 2 was faster still, but then a
+   * sealer's transaction leaves one connection for all the rest.
    */
   databaseConnections: number
 }
