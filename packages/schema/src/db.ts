@@ -34,6 +34,8 @@ export interface DatabaseOptions {
   dataDir?: string | undefined
   /** Pool size for PostgreSQL. */
   max?: number
+  /** PostgreSQL's application_name for every connection: which service a backend serves, in pg_stat_activity. */
+  applicationName?: string
   /**
    * Called with each statement sent to PostgreSQL and its parameters (tests count queries with it;
    * `pnpm bench` turns what one request sends into a pgbench script).
@@ -50,6 +52,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
       max: options.max ?? 10,
       onnotice: () => {},
       connect_timeout: 5,
+      ...(options.applicationName !== undefined ? { connection: { application_name: options.applicationName } } : {}),
       ...(onQuery !== undefined ? { debug: (_connection: number, statement: string, parameters: unknown[]) => { onQuery(statement, parameters) } } : {})
     })
     usePreparedStatements(client)

@@ -19,7 +19,7 @@ export interface RunningApi {
 export async function startApi (options: { config?: ApiConfig, database?: Database, handleSignals?: boolean } = {}): Promise<RunningApi> {
   const config = options.config ?? loadConfig()
   const keys = loadSigningKeys(config)
-  const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir })
+  const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, applicationName: 'haven-api' })
   if (options.database === undefined) await database.migrate()
   const result = await bootstrapAdmin(database, config)
   if (result.created && result.generatedPassword !== undefined) {

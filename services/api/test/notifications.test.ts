@@ -292,11 +292,16 @@ t.test('end to end: shares made while the worker was away go out in a batch; a r
   const prefix = `test-e2e-${randomUUID().slice(0, 8)}`
   const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
   t.teardown(() => { connection.disconnect() })
-  await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix })
+  // A pool of one: the sealer's transactions, the relay, the sweeper and the deliveries take turns.
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix, HAVEN_WORKER_DB_CONNECTIONS: '1' })
+  let workerBackends = 0
   const rows = await waitFor(async () => {
+    const [seen] = await h.database.rows<{ n: number }>(sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'haven-worker'`)
+    workerBackends = Math.max(workerBackends, seen?.n ?? 0)
     const all = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.webhookId, webhook.id))
     return all.length === count && all.every((d) => d.status === 'delivered') ? all : undefined
   }, 20_000, 'every delivery to be delivered')
+  t.equal(workerBackends, 2, 'the worker used its pool of one and its LISTEN connection, no more')
   const completed = async (queue: string) => (await connection.xrange(`${prefix}:${queue}:events`, '-', '+'))
     .filter(([, fields]) => fields[0] === 'event' && fields[1] === 'completed').length
 

@@ -30,9 +30,9 @@ export interface WorkerConfig {
   /**
    * Connections of the worker's PostgreSQL pool. Few: the deliveries share batched statements
    * (webhook.ts), and every new connection is a backend that plans each statement again. A worker
-   * started on 1,000 shares delivered about a quarter faster with 3 than with 10, on 40 % less
-   * PostgreSQL CPU (`pnpm bench:notifications`, bench/README.md). 2 was faster still, but then a
-   * sealer's transaction leaves one connection for all the rest.
+   * started on 1,000 shares delivered about a quarter faster with 3 than with 10 (`pnpm
+   * bench:notifications`), its PostgreSQL CPU 40 % lower (a scratch copy; bench/README.md). 2 was
+   * faster still, but then a sealer's transaction leaves one connection for all the rest.
    */
   databaseConnections: number
 }

@@ -40,7 +40,7 @@ const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts 
  */
 export async function startWorker (config: WorkerConfig, options: WorkerOptions = {}): Promise<RunningWorker> {
   const log = options.log ?? pino({ name: 'haven-worker', level: config.logLevel })
-  const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, max: config.databaseConnections })
+  const database = options.database ?? await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, max: config.databaseConnections, applicationName: 'haven-worker' })
   // Producers fail fast while Redis is away (the work stays in the database); consumers wait for it.
   const producer = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 5000, retryStrategy: (n) => Math.min(n * 500, 5000) })
   const consumer = new Redis(config.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 500, 5000) })
