@@ -11,7 +11,8 @@ import closeWithGrace from 'close-with-grace'
 try {
   const config = loadConfig()
   const workerConfig = loadWorkerConfig()
-  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir })
+  // One process, one pool for both services (HAVEN_WORKER_DB_CONNECTIONS does not apply here).
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, applicationName: 'haven' })
   await database.migrate()
   const api = await startApi({ config, database, handleSignals: false })
   const worker = await startWorker(workerConfig, { database })

@@ -34,7 +34,11 @@ export interface DatabaseOptions {
   dataDir?: string | undefined
   /** Pool size for PostgreSQL. */
   max?: number
-  /** PostgreSQL's application_name for every connection: which service a backend serves, in pg_stat_activity. */
+  /**
+   * PostgreSQL's application_name for the pool's connections and the migration session: which
+   * service a backend serves, in pg_stat_activity. PGAPPNAME, or `application_name` in the URL,
+   * overrides it.
+   */
   applicationName?: string
   /**
    * Called with each statement sent to PostgreSQL and its parameters (tests count queries with it;
@@ -48,11 +52,12 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
   const url = options.url
   if (url !== undefined && url !== '') {
     const onQuery = options.onQuery
+    const named = options.applicationName !== undefined && process.env.PGAPPNAME === undefined ? { connection: { application_name: options.applicationName } } : {}
     const client = postgres(url, {
       max: options.max ?? 10,
       onnotice: () => {},
       connect_timeout: 5,
-      ...(options.applicationName !== undefined ? { connection: { application_name: options.applicationName } } : {}),
+      ...named,
       ...(onQuery !== undefined ? { debug: (_connection: number, statement: string, parameters: unknown[]) => { onQuery(statement, parameters) } } : {})
     })
     usePreparedStatements(client)
@@ -63,7 +68,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
       rows: async <T>(query: SQL) => await rowsOf<T>(db, query),
       migrate: async () => {
         // A one-connection client, so the advisory lock and the migration share a session.
-        const session = postgres(url, { max: 1, onnotice: () => {} })
+        const session = postgres(url, { max: 1, onnotice: () => {}, ...named })
         try {
           await session`select pg_advisory_lock(${migrationLockKey})`
           await migratePostgres(drizzlePostgres(session), { migrationsFolder })

@@ -296,7 +296,7 @@ t.test('end to end: shares made while the worker was away go out in a batch; a r
   await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix, HAVEN_WORKER_DB_CONNECTIONS: '1' })
   let workerBackends = 0
   const rows = await waitFor(async () => {
-    const [seen] = await h.database.rows<{ n: number }>(sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'haven-worker'`)
+    const [seen] = await h.database.rows<{ n: number }>(sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'haven-worker' and backend_type = 'client backend'`)
     workerBackends = Math.max(workerBackends, seen?.n ?? 0)
     const all = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.webhookId, webhook.id))
     return all.length === count && all.every((d) => d.status === 'delivered') ? all : undefined
