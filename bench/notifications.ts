@@ -24,7 +24,7 @@
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
@@ -86,14 +86,20 @@ async function rawBullmq (bulk: boolean): Promise<{ rate: number, steadyRate: nu
   return { rate: N / ((Math.max(...completed) - started) / 1000), steadyRate: trimmedRate(completed) }
 }
 
+/** Undone in reverse order at the end, whether the bench finished or failed (the machine's services are shared). */
+const cleanup: (() => unknown)[] = []
+
 async function main () {
   const name = `haven_bench_${Date.now()}`
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  cleanup.push(async () => { await admin.end() })
   await admin.unsafe(`create database "${name}"`)
+  cleanup.push(async () => { await admin.unsafe(`drop database if exists "${name}" with (force)`) })
   const url = new URL(serverUrl)
   url.pathname = `/${name}`
   const databaseUrl = url.toString()
   const database = await openDatabase({ url: databaseUrl, max: 10 })
+  cleanup.push(async () => { await database.close() })
   await database.migrate()
 
   const received: { at: number, occurredAt: number }[] = []
@@ -106,14 +112,18 @@ async function main () {
     })
   })
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve))
+  cleanup.push(() => { receiver.closeAllConnections(); receiver.close() })
   const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`
 
   const dataDir = mkdtempSync(join(tmpdir(), 'haven-bench-'))
+  cleanup.push(() => { rmSync(dataDir, { recursive: true, force: true }) })
   const env = { NODE_ENV: 'test', DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, HAVEN_DATA_DIR: dataDir, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true', LOG_LEVEL: 'warn' }
   const config = loadConfig({ ...env, HAVEN_RATE_LIMIT_USER_PER_MIN: '1000000', HAVEN_RATE_LIMIT_IP_PER_MIN: '1000000' })
   const keys = loadSigningKeys(config)
   const redis = connectRedis(redisUrl)
+  cleanup.push(() => { redis.disconnect() })
   const app = await buildApp({ config, database, redis, keys })
+  cleanup.push(async () => { await app.close() })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
 
@@ -145,6 +155,8 @@ async function main () {
     }))
   }
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
+  // The worker's queues under this run's prefix, which would otherwise stay in Redis.
+  cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
   const waitForDeliveries = async (count: number) => {
     const deadline = Date.now() + 120_000
     while (received.length < count) {
@@ -160,8 +172,11 @@ async function main () {
   const drain = async () => {
     const started = Date.now()
     const worker = await startWorker(workerConfig)
-    await waitForDeliveries(N)
-    await worker.close()
+    try {
+      await waitForDeliveries(N)
+    } finally {
+      await worker.close()
+    }
     const times = received.map((r) => r.at)
     return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started }
   }
@@ -198,11 +213,15 @@ async function main () {
   const worker = await startWorker(workerConfig)
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
   const apiStarted = performance.now()
-  await createShares(N)
-  const apiRate = (2 * N) / ((performance.now() - apiStarted) / 1000)
-  await waitForDeliveries(N)
+  let apiRate: number
+  try {
+    await createShares(N)
+    apiRate = (2 * N) / ((performance.now() - apiStarted) / 1000)
+    await waitForDeliveries(N)
+  } finally {
+    await worker.close()
+  }
   const latencies = received.map((r) => r.at - r.occurredAt)
-  await worker.close()
   const enqueue = await database.rows<{ ms: number }>(sql`
     select (extract(epoch from relayed_at - created_at) * 1000)::float8 as ms from outbox
     where type = 'share.created' and created_at > ${phase?.started}::timestamptz`)
@@ -224,15 +243,16 @@ async function main () {
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
   mkdirSync(new URL('results/', import.meta.url), { recursive: true })
   writeFileSync(new URL(`results/notifications-${Date.now()}.json`, import.meta.url), JSON.stringify(results, null, 2))
-
-  // The worker's queues under this run's prefix, which would otherwise stay in Redis.
-  await removeQueues(redisUrl, workerConfig.queuePrefix)
-  await app.close()
-  redis.disconnect()
-  receiver.close()
-  await database.close()
-  await admin.unsafe(`drop database if exists "${name}" with (force)`)
-  await admin.end()
 }
 
-await main()
+try {
+  await main()
+} finally {
+  for (const undo of cleanup.reverse()) {
+    try {
+      await undo()
+    } catch (error) {
+      say(`cleanup: ${String(error)}`)
+    }
+  }
+}
