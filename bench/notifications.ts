@@ -2,7 +2,7 @@
  * `pnpm bench:notifications`: commit-to-webhook latency and delivery throughput of the notification
  * worker, next to the raw BullMQ add-and-process rate on the same Redis, measured in the same run.
  *
- * 1. throughput, in BENCH_ROUNDS rounds (4, from 2 to 50): N shares created through the API while no
+ * 1. throughput, in BENCH_ROUNDS rounds (5, from 2 to 50): N shares created through the API while no
  *    worker runs, then a worker started on them (outbox → relay → fan-out job → delivery job →
  *    signed POST → recorded by a receiver in this process). Two rates: from the worker's start to
  *    the last webhook, which counts the worker's start (its connections, each new PostgreSQL
@@ -36,9 +36,11 @@ import postgres from 'postgres'
 import { hash } from '@node-rs/argon2'
 
 const N = Number(process.env.BENCH_SHARES ?? 1000)
+if (!Number.isInteger(N) || N < 10) throw new Error('BENCH_SHARES must be a whole number of 10 or more')
 const concurrency = 8
-// Round 1 is reported apart; the summary needs one round after it at least.
-const roundCount = Number(process.env.BENCH_ROUNDS ?? 4)
+// Round 1 is reported apart; the summary needs one round after it at least, and an odd count has as
+// many rounds after it with the raw run first as second.
+const roundCount = Number(process.env.BENCH_ROUNDS ?? 5)
 if (!Number.isInteger(roundCount) || roundCount < 2 || roundCount > 50) throw new Error('BENCH_ROUNDS must be a whole number from 2 to 50')
 const serverUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -71,14 +73,26 @@ async function rawBullmq (bulk: boolean): Promise<{ rate: number, steadyRate: nu
   }, { connection, prefix, concurrency: queueOf['webhook.deliver'].concurrency })
   worker.on('error', () => {})
   const started = performance.now()
-  if (bulk) {
-    for (let i = 0; i < N; i += 200) {
-      await queue.addBulk(Array.from({ length: Math.min(200, N - i) }, (_, k) => ({ name: 'noop', data: { i: i + k }, opts: { jobId: `raw-${i + k}`, removeOnComplete: true } })))
-    }
-  } else {
-    for (let i = 0; i < N; i++) await queue.add('noop', { i }, { jobId: `raw-${i}`, removeOnComplete: true })
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`raw BullMQ: ${completed.length} of ${N} jobs in 2 minutes`)) }, 120_000) })
+  try {
+    await Promise.race([deadline, (async () => {
+      if (bulk) {
+        for (let i = 0; i < N; i += 200) {
+          await queue.addBulk(Array.from({ length: Math.min(200, N - i) }, (_, k) => ({ name: 'noop', data: { i: i + k }, opts: { jobId: `raw-${i + k}`, removeOnComplete: true } })))
+        }
+      } else {
+        for (let i = 0; i < N; i++) await queue.add('noop', { i }, { jobId: `raw-${i}`, removeOnComplete: true })
+      }
+      await finished
+    })()])
+  } catch (error) {
+    // Redis may be away, and its commands would wait for it forever: give up on them.
+    connection.disconnect()
+    throw error
+  } finally {
+    clearTimeout(timer)
   }
-  await finished
   await worker.close()
   await queue.obliterate({ force: true })
   await queue.close()
