@@ -32,8 +32,8 @@ import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
 import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
-import postgres from 'postgres'
 import { hash } from '@node-rs/argon2'
+import { createDatabase, percentile, redisUrl, say } from './harness.ts'
 
 const N = Number(process.env.BENCH_SHARES ?? 1000)
 if (!Number.isInteger(N) || N < 10) throw new Error('BENCH_SHARES must be a whole number of 10 or more')
@@ -42,10 +42,6 @@ const concurrency = 8
 // many rounds after it with the raw run first as second.
 const roundCount = Number(process.env.BENCH_ROUNDS ?? 5)
 if (!Number.isInteger(roundCount) || roundCount < 2 || roundCount > 50) throw new Error('BENCH_ROUNDS must be a whole number from 2 to 50')
-const serverUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const say = (line: string) => { process.stderr.write(`${line}\n`) }
-const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(p * values.length))] ?? 0
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b)
   const middle = sorted.length / 2
@@ -104,14 +100,9 @@ async function rawBullmq (bulk: boolean): Promise<{ rate: number, steadyRate: nu
 const cleanup: (() => unknown)[] = []
 
 async function main () {
-  const name = `haven_bench_${Date.now()}`
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
-  cleanup.push(async () => { await admin.end() })
-  await admin.unsafe(`create database "${name}"`)
-  cleanup.push(async () => { await admin.unsafe(`drop database if exists "${name}" with (force)`) })
-  const url = new URL(serverUrl)
-  url.pathname = `/${name}`
-  const databaseUrl = url.toString()
+  const bench = await createDatabase('haven_bench')
+  cleanup.push(bench.drop)
+  const databaseUrl = bench.url
   const database = await openDatabase({ url: databaseUrl, max: 10 })
   cleanup.push(async () => { await database.close() })
   await database.migrate()
