@@ -4,10 +4,14 @@
  *
  * 1. throughput, in BENCH_ROUNDS rounds (5, from 2 to 50): N shares created through the API while no
  *    worker runs, then a worker started on them (outbox → relay → fan-out job → delivery job →
- *    signed POST → recorded by a receiver in this process). Two rates: from the worker's start to
- *    the last webhook, which counts the worker's start (its connections, each new PostgreSQL
- *    backend's first statements, the pipeline filling: 135–335 ms here), and between the 10th and
- *    the 90th percentile of the webhooks' arrival, the rate while delivering;
+ *    signed POST → recorded by a receiver in a process of its own, bench/receiver.ts, as a
+ *    receiving agency's system is). Two rates: from the worker's start to the last webhook, which
+ *    counts the worker's start (its connections, each new PostgreSQL backend's first statements,
+ *    the pipeline filling: 135–335 ms here), and between the 10th and the 90th percentile of the
+ *    webhooks' arrival, the rate while delivering. And the CPU a delivery took, by part: this
+ *    process (the worker; the API idles), the receiver, the PostgreSQL backends, Redis, and the
+ *    rest of the machine, and how many of the machine's cores were busy, next to the same for the
+ *    raw run's jobs;
  * 2. baseline: in each round, beside the drain (before it in odd rounds, after it in even ones), N
  *    no-op jobs added one by one and processed by one BullMQ worker with our webhook queue's
  *    concurrency (a new queue, worker and connection), with its two rates measured the same way
@@ -21,11 +25,11 @@
  *    webhook, receipt time minus the event's commit time (occurredAt).
  * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL.
  */
+import { fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
@@ -33,7 +37,8 @@ import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { hash } from '@node-rs/argon2'
-import { createDatabase, percentile, redisUrl, say } from './harness.ts'
+import { backendCpuSampler, cpuSecondsOf, createDatabase, machineCpuSeconds, percentile, redisUrl, say } from './harness.ts'
+import type { ReceiverMessage, ReceiverRequest } from './receiver.ts'
 
 const N = Number(process.env.BENCH_SHARES ?? 1000)
 if (!Number.isInteger(N) || N < 10) throw new Error('BENCH_SHARES must be a whole number of 10 or more')
@@ -55,8 +60,32 @@ const trimmedRate = (times: number[]) => {
   return (to - from) / (((sorted[to] ?? 0) - (sorted[from] ?? 0)) / 1000)
 }
 
+/** CPU seconds a run used, by part (see `cpuBetween` in main), and the machine's cores busy on average. */
+interface Cpu { node: number, receiver: number, postgres: number, redis: number, rest: number, busyCores: number }
+const cpuParts = ['node', 'receiver', 'postgres', 'redis', 'rest'] as const
+/** Milliseconds of CPU an item (a delivery, a job), by part and in all. */
+const perItem = (cpu: Cpu) => {
+  const ms = Object.fromEntries(cpuParts.map((part) => [part, Number((cpu[part] * 1000 / N).toFixed(3))])) as Record<typeof cpuParts[number], number>
+  return { ...ms, total: Number(cpuParts.reduce((sum, part) => sum + cpu[part] * 1000 / N, 0).toFixed(3)), busyCores: Number(cpu.busyCores.toFixed(2)) }
+}
+const medianCpu = (items: ReturnType<typeof perItem>[]) =>
+  Object.fromEntries([...cpuParts, 'total' as const, 'busyCores' as const].map((part) => [part, Number(median(items.map((item) => item[part])).toFixed(3))]))
+const describeCpu = (ms: ReturnType<typeof perItem>) =>
+  `${ms.total.toFixed(2)} ms (this process ${ms.node.toFixed(2)}, receiver ${ms.receiver.toFixed(2)}, PostgreSQL ${ms.postgres.toFixed(2)}, Redis ${ms.redis.toFixed(2)}, rest ${ms.rest.toFixed(2)}; ${ms.busyCores.toFixed(2)} of ${availableParallelism()} cores busy)`
+
+/** The pid of the Redis at REDIS_URL when it runs on this machine (its CPU is then counted), else 0. */
+async function localRedisPid (): Promise<number> {
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(redisUrl).hostname)) return 0
+  const probe = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+  try {
+    return Number(/process_id:(\d+)/.exec(await probe.info('server'))?.[1] ?? 0)
+  } finally {
+    probe.disconnect()
+  }
+}
+
 /** Jobs per second from the first add to the last job processed, and between the 10th and 90th percentile of their completion. */
-async function rawBullmq (bulk: boolean): Promise<{ rate: number, steadyRate: number }> {
+async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: number, steadyRate: number }> {
   const prefix = `bench-${randomUUID().slice(0, 8)}`
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
   const queue = new Queue('raw', { connection, prefix })
@@ -81,6 +110,7 @@ async function rawBullmq (bulk: boolean): Promise<{ rate: number, steadyRate: nu
         for (let i = 0; i < N; i++) await queue.add('noop', { i }, { jobId: `raw-${i}`, removeOnComplete: true })
       }
       await finished
+      atLastJob()
     })()])
   } catch (error) {
     // Redis may be away, and its commands would wait for it forever: give up on them.
@@ -107,18 +137,18 @@ async function main () {
   cleanup.push(async () => { await database.close() })
   await database.migrate()
 
-  const received: { at: number, occurredAt: number }[] = []
-  const receiver = createServer((request, response) => {
-    let body = ''
-    request.on('data', (chunk: Buffer) => { body += chunk.toString() })
-    request.on('end', () => {
-      received.push({ at: Date.now(), occurredAt: Date.parse((JSON.parse(body) as { occurredAt: string }).occurredAt) })
-      response.writeHead(200).end()
-    })
-  })
-  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve))
-  cleanup.push(() => { receiver.closeAllConnections(); receiver.close() })
-  const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`
+  const receiver = fork(new URL('receiver.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  cleanup.push(() => { receiver.kill() })
+  const gone = new Promise<never>((_resolve, reject) => { receiver.once('exit', (code) => { reject(new Error(`the receiver exited (${code})`)) }) })
+  gone.catch(() => {})
+  const fromReceiver = async (request?: ReceiverRequest) => await Promise.race([gone, new Promise<ReceiverMessage>((resolve) => {
+    receiver.once('message', resolve)
+    if (request !== undefined) receiver.send(request)
+  })])
+  const ready = await fromReceiver()
+  if (!('port' in ready)) throw new Error('the receiver did not start')
+  const hookUrl = `http://127.0.0.1:${ready.port}/hooks`
+  let received: { at: number, occurredAt: number }[] = []
 
   const dataDir = mkdtempSync(join(tmpdir(), 'haven-bench-'))
   cleanup.push(() => { rmSync(dataDir, { recursive: true, force: true }) })
@@ -162,41 +192,74 @@ async function main () {
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
+  /** Waits for `count` webhooks at the receiver, then takes their records into `received`. */
   const waitForDeliveries = async (count: number) => {
     const deadline = Date.now() + 120_000
-    while (received.length < count) {
-      if (Date.now() > deadline) throw new Error(`${received.length} of ${count} webhooks arrived in 2 minutes`)
+    for (;;) {
+      const answer = await fromReceiver('count')
+      const arrived = 'count' in answer ? answer.count : 0
+      if (arrived >= count) break
+      if (Date.now() > deadline) throw new Error(`${arrived} of ${count} webhooks arrived in 2 minutes`)
       await new Promise((resolve) => setTimeout(resolve, 5))
     }
+    const answer = await fromReceiver('take')
+    received = 'received' in answer ? answer.received : []
+  }
+
+  // The CPU each side's run used, in seconds, by part: this process (the worker, or the raw run's
+  // adds and worker; the API idles), the receiver, the PostgreSQL backends of the bench database
+  // (the worker's, opened for the drain), Redis (when it runs on this machine), and the rest of the
+  // machine: the kernel's work charged to no process, PostgreSQL's background processes (the WAL
+  // writer), anything else running here.
+  const redisPid = await localRedisPid()
+  const cpuNow = () => ({ at: performance.now(), machine: machineCpuSeconds(), node: process.cpuUsage(), receiver: cpuSecondsOf(receiver.pid ?? 0), redis: cpuSecondsOf(redisPid) })
+  const cpuBetween = (before: ReturnType<typeof cpuNow>, after: ReturnType<typeof cpuNow>, postgres = 0): Cpu => {
+    const node = (after.node.user - before.node.user + after.node.system - before.node.system) / 1e6
+    const part = { node, receiver: after.receiver - before.receiver, postgres, redis: after.redis - before.redis }
+    const machine = after.machine - before.machine
+    return { ...part, rest: Math.max(0, machine - part.node - part.receiver - part.postgres - part.redis), busyCores: machine / ((after.at - before.at) / 1000) }
   }
 
   /**
    * A worker started on the backlog; its rate from its start to the last webhook received, and
-   * between the 10th and the 90th percentile of their arrival.
+   * between the 10th and the 90th percentile of their arrival; the CPU it took.
    */
   const drain = async () => {
+    const backends = backendCpuSampler(bench)
+    await backends.start()
+    const cpuBefore = cpuNow()
+    let cpuAfter: ReturnType<typeof cpuNow> | undefined
     const started = Date.now()
     const worker = await startWorker(workerConfig)
     try {
       await waitForDeliveries(N)
+      cpuAfter = cpuNow()
+      // Its backends, before they close with it.
+      await backends.sample()
     } finally {
       await worker.close()
     }
+    const cpu = cpuBetween(cpuBefore, cpuAfter ?? cpuNow(), backends.total())
     const times = received.map((r) => r.at)
-    return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started }
+    return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started, cpu }
+  }
+  const rawRun = async () => {
+    const cpuBefore = cpuNow()
+    let cpuAfter = cpuBefore
+    const raw = await rawBullmq(false, () => { cpuAfter = cpuNow() })
+    return { ...raw, cpu: cpuBetween(cpuBefore, cpuAfter) }
   }
   // Round by round, a raw run beside each drain, first in odd rounds and second in even ones: the
   // one right after the API's 2N requests may meet their garbage, and the first warms code the
   // other uses too (BullMQ, ioredis).
   const rounds = []
   for (let round = 1; round <= roundCount; round++) {
-    received.length = 0
     say(`round ${round}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
     await createShares(N)
     const rawFirst = round % 2 === 1
-    const rawBefore = rawFirst ? await rawBullmq(false) : undefined
+    const rawBefore = rawFirst ? await rawRun() : undefined
     const drained = await drain()
-    const raw = rawBefore ?? await rawBullmq(false)
+    const raw = rawBefore ?? await rawRun()
     const ratio = drained.rate / raw.rate
     const steadyRatio = drained.steadyRate / raw.steadyRate
     rounds.push({
@@ -206,15 +269,17 @@ async function main () {
       firstDeliveryMs: drained.firstMs,
       steadyDeliveriesPerSecond: Math.round(drained.steadyRate),
       rawBullmqSteadyJobsPerSecond: Math.round(raw.steadyRate),
-      steadyRatio: Number(steadyRatio.toFixed(2))
+      steadyRatio: Number(steadyRatio.toFixed(2)),
+      cpuMsPerDelivery: perItem(drained.cpu),
+      cpuMsPerRawJob: perItem(raw.cpu)
     })
     say(`  from the worker's start ${drained.rate.toFixed(0)} deliveries/s (first at ${drained.firstMs} ms), raw BullMQ ${raw.rate.toFixed(0)} jobs/s: ${ratio.toFixed(2)}; 10th to 90th percentile ${drained.steadyRate.toFixed(0)}/s against ${raw.steadyRate.toFixed(0)}/s: ${steadyRatio.toFixed(2)}`)
+    say(`  CPU a delivery ${describeCpu(perItem(drained.cpu))}; a raw job ${describeCpu(perItem(raw.cpu))}`)
   }
   const warm = rounds.slice(1)
   const rawBulk = await rawBullmq(true)
 
   say(`latency: creating ${N} shares with the worker running…`)
-  received.length = 0
   const worker = await startWorker(workerConfig)
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
   const apiStarted = performance.now()
@@ -240,6 +305,8 @@ async function main () {
     firstRoundSteadyRatioToRawBullmq: rounds[0]?.steadyRatio,
     warmRatioToRawBullmq: Number(median(warm.map((r) => r.ratio)).toFixed(2)),
     warmSteadyRatioToRawBullmq: Number(median(warm.map((r) => r.steadyRatio)).toFixed(2)),
+    warmCpuMsPerDelivery: medianCpu(warm.map((r) => r.cpuMsPerDelivery)),
+    warmCpuMsPerRawJob: medianCpu(warm.map((r) => r.cpuMsPerRawJob)),
     rawBullmqBulkJobsPerSecond: Math.round(rawBulk.rate),
     commitToEnqueueMs: { p50: Math.round(percentile(enqueueMs, 0.5)), p99: Math.round(percentile(enqueueMs, 0.99)) },
     commitToWebhookMs: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: Math.max(...latencies) },
