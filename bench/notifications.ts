@@ -33,7 +33,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
-import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
+import { loadWorkerConfig, removeQueues, type RunningWorker, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { hash } from '@node-rs/argon2'
@@ -158,7 +158,13 @@ async function main () {
   const redis = connectRedis(redisUrl)
   cleanup.push(() => { redis.disconnect() })
   const app = await buildApp({ config, database, redis, keys })
-  cleanup.push(async () => { await app.close() })
+  cleanup.push(async () => {
+    // Interrupted, the bench's own keep-alive connections may be busy: close() alone would wait out
+    // their keep-alive timeout.
+    const closing = app.close()
+    app.server.closeAllConnections()
+    await closing
+  })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
 
@@ -192,6 +198,15 @@ async function main () {
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
+  // The worker running, if any: closed before its queues are removed, on Ctrl-C too.
+  let running: RunningWorker | undefined
+  const startBenchWorker = async () => (running = await startWorker(workerConfig))
+  const stopBenchWorker = async () => {
+    const worker = running
+    running = undefined
+    await worker?.close()
+  }
+  cleanup.push(stopBenchWorker)
   /** Waits for `count` webhooks at the receiver, then takes their records into `received`. */
   const waitForDeliveries = async (count: number) => {
     const deadline = Date.now() + 120_000
@@ -230,14 +245,14 @@ async function main () {
     const cpuBefore = cpuNow()
     let cpuAfter: ReturnType<typeof cpuNow> | undefined
     const started = Date.now()
-    const worker = await startWorker(workerConfig)
+    await startBenchWorker()
     try {
       await waitForDeliveries(N)
       cpuAfter = cpuNow()
       // Its backends, before they close with it.
       await backends.sample()
     } finally {
-      await worker.close()
+      await stopBenchWorker()
     }
     const cpu = cpuBetween(cpuBefore, cpuAfter ?? cpuNow(), backends.total())
     const times = received.map((r) => r.at)
@@ -280,7 +295,7 @@ async function main () {
   const rawBulk = await rawBullmq(true)
 
   say(`latency: creating ${N} shares with the worker running…`)
-  const worker = await startWorker(workerConfig)
+  await startBenchWorker()
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
   const apiStarted = performance.now()
   let apiRate: number
@@ -289,7 +304,7 @@ async function main () {
     apiRate = (2 * N) / ((performance.now() - apiStarted) / 1000)
     await waitForDeliveries(N)
   } finally {
-    await worker.close()
+    await stopBenchWorker()
   }
   const latencies = received.map((r) => r.at - r.occurredAt)
   const enqueue = await database.rows<{ ms: number }>(sql`
@@ -317,9 +332,9 @@ async function main () {
   writeFileSync(new URL(`results/notifications-${Date.now()}.json`, import.meta.url), JSON.stringify(results, null, 2))
 }
 
-try {
-  await main()
-} finally {
+/** Undoes what was made, last first, once: at the end, or on Ctrl-C (SIGINT) or SIGTERM, whichever comes first. */
+let undoing: Promise<void> | undefined
+const undoAll = async () => await (undoing ??= (async () => {
   for (const undo of cleanup.reverse()) {
     try {
       await undo()
@@ -327,4 +342,23 @@ try {
       say(`cleanup: ${String(error)}`)
     }
   }
+})())
+let interrupted = false
+// Ctrl-C reaches this process more than once (from the terminal and relayed by pnpm and tsx): every
+// one after the first waits for the same clean-up.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (!interrupted) say(`${signal}: cleaning up…`)
+    interrupted = true
+    void undoAll().finally(() => { process.exit(130) })
+  })
+}
+
+try {
+  await main()
+} catch (error) {
+  // Once interrupted, what fails next is the clean-up pulling things from under the bench.
+  if (!interrupted) throw error
+} finally {
+  await undoAll()
 }
