@@ -231,13 +231,13 @@ export function cpuSecondsOf (pid: number): number {
 }
 
 /**
- * Busy CPU seconds of the whole machine so far, all cores together (user, nice, system, irq,
- * softirq, steal: /proc/stat's first line): what the processes counted one by one leave out is the
- * kernel's own work (loopback TCP among it) and processes that have exited.
+ * Busy CPU seconds of the whole machine so far, all cores together (user, nice, system, irq and
+ * softirq from /proc/stat's first line; not steal, which other guests used): what the processes
+ * counted one by one leave out is the kernel's own work and processes that have exited.
  */
 export function machineCpuSeconds (): number {
-  const [user, nice, system, , , irq, softirq, steal] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number)
-  return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100
+  const [user, nice, system, , , irq, softirq] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number)
+  return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0)) / 100
 }
 
 /**

@@ -33,7 +33,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
 import { agencies, openDatabase, queueOf, sql, users } from '@haven/schema'
-import { loadWorkerConfig, removeQueues, type RunningWorker, startWorker } from '@haven/worker'
+import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { hash } from '@node-rs/argon2'
@@ -87,6 +87,7 @@ async function localRedisPid (): Promise<number> {
 /** Jobs per second from the first add to the last job processed, and between the 10th and 90th percentile of their completion. */
 async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: number, steadyRate: number }> {
   const prefix = `bench-${randomUUID().slice(0, 8)}`
+  const removeQueue = undoLater(async () => { await removeQueues(redisUrl, prefix, ['raw']) })
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
   const queue = new Queue('raw', { connection, prefix })
   const completed: number[] = []
@@ -101,7 +102,7 @@ async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: 
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`raw BullMQ: ${completed.length} of ${N} jobs in 2 minutes`)) }, 120_000) })
   try {
-    await Promise.race([deadline, (async () => {
+    await Promise.race([deadline, interruption, (async () => {
       if (bulk) {
         for (let i = 0; i < N; i += 200) {
           await queue.addBulk(Array.from({ length: Math.min(200, N - i) }, (_, k) => ({ name: 'noop', data: { i: i + k }, opts: { jobId: `raw-${i + k}`, removeOnComplete: true } })))
@@ -113,7 +114,8 @@ async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: 
       atLastJob()
     })()])
   } catch (error) {
-    // Redis may be away, and its commands would wait for it forever: give up on them.
+    // Redis may be away, and its commands would wait for it forever: give up on them (the clean-up
+    // removes the queue if it can).
     connection.disconnect()
     throw error
   } finally {
@@ -123,11 +125,52 @@ async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: 
   await queue.obliterate({ force: true })
   await queue.close()
   connection.disconnect()
+  removeQueue.cancel()
   return { rate: N / ((Math.max(...completed) - started) / 1000), steadyRate: trimmedRate(completed) }
 }
 
-/** Undone in reverse order at the end, whether the bench finished or failed (the machine's services are shared). */
+/** Undone in reverse order at the end, whether the bench finished, failed or was interrupted (the machine's services are shared). */
 const cleanup: (() => unknown)[] = []
+/** Adds `undo` to the clean-up; `cancel()` takes it off again once its work is undone otherwise. */
+function undoLater (undo: () => unknown) {
+  cleanup.push(undo)
+  return {
+    cancel: () => {
+      const at = cleanup.indexOf(undo)
+      if (at >= 0) cleanup.splice(at, 1)
+    }
+  }
+}
+
+class Interrupted extends Error {}
+/**
+ * Ctrl-C (SIGINT) or SIGTERM: the bench stops at its next step (a share made, a wait) and undoes
+ * what it made, as after a failure. One Ctrl-C can reach this process more than once (from the
+ * terminal, and relayed by pnpm); a signal a second or more after the first quits at once, clean-up
+ * or not. The script runs under `node --import tsx`, not the tsx command, which answers a Ctrl-C
+ * that its child does not acknowledge within 60 ms with SIGKILL: a bench busy on 2 cores missed
+ * that, and died before it could clean up.
+ */
+let interruptedBy: NodeJS.Signals | undefined
+let interruptedAt = 0
+let interrupt = () => {}
+const interruption = new Promise<never>((_resolve, reject) => { interrupt = () => { reject(new Interrupted(`${interruptedBy} received`)) } })
+interruption.catch(() => {})
+const exitCodeOf = (signal: NodeJS.Signals) => signal === 'SIGINT' ? 130 : 143
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interruptedBy === undefined) {
+      interruptedBy = signal
+      interruptedAt = Date.now()
+      say(`${signal}: stopping, and cleaning up (send it again to quit at once)…`)
+      interrupt()
+    } else if (Date.now() - interruptedAt > 1000) {
+      say(`${signal}: quitting without cleaning up`)
+      process.exit(exitCodeOf(signal))
+    }
+  })
+}
+const checkInterrupted = () => { if (interruptedBy !== undefined) throw new Interrupted(`${interruptedBy} received`) }
 
 async function main () {
   const bench = await createDatabase('haven_bench')
@@ -141,14 +184,21 @@ async function main () {
   cleanup.push(() => { receiver.kill() })
   const gone = new Promise<never>((_resolve, reject) => { receiver.once('exit', (code) => { reject(new Error(`the receiver exited (${code})`)) }) })
   gone.catch(() => {})
-  const fromReceiver = async (request?: ReceiverRequest) => await Promise.race([gone, new Promise<ReceiverMessage>((resolve) => {
+  /** The receiver's next message, after sending it `request`; one exchange at a time. */
+  const fromReceiver = async (request?: ReceiverRequest) => await Promise.race([gone, new Promise<ReceiverMessage>((resolve, reject) => {
     receiver.once('message', resolve)
-    if (request !== undefined) receiver.send(request)
+    if (request === undefined) return
+    if (!receiver.connected) reject(new Error('the receiver is gone'))
+    else receiver.send(request, (error) => { if (error !== null) reject(error) })
   })])
   const ready = await fromReceiver()
   if (!('port' in ready)) throw new Error('the receiver did not start')
   const hookUrl = `http://127.0.0.1:${ready.port}/hooks`
-  let received: { at: number, occurredAt: number }[] = []
+  /** The webhooks received since the last call, with their arrival and commit times. */
+  const takeDeliveries = async () => {
+    const answer = await fromReceiver('take')
+    return 'received' in answer ? answer.received : []
+  }
 
   const dataDir = mkdtempSync(join(tmpdir(), 'haven-bench-'))
   cleanup.push(() => { rmSync(dataDir, { recursive: true, force: true }) })
@@ -189,6 +239,7 @@ async function main () {
     let next = 0
     await Promise.all(Array.from({ length: concurrency }, async () => {
       while (next < count) {
+        checkInterrupted()
         next++
         const referral = await call(referrer, 'POST', '/v1/referrals', body)
         await call(referrer, 'POST', `/v1/referrals/${referral.id}/shares`, { agencyId: ngo.id })
@@ -198,27 +249,15 @@ async function main () {
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
-  // The worker running, if any: closed before its queues are removed, on Ctrl-C too.
-  let running: RunningWorker | undefined
-  const startBenchWorker = async () => (running = await startWorker(workerConfig))
-  const stopBenchWorker = async () => {
-    const worker = running
-    running = undefined
-    await worker?.close()
-  }
-  cleanup.push(stopBenchWorker)
-  /** Waits for `count` webhooks at the receiver, then takes their records into `received`. */
+  /** Resolves once `count` webhooks have arrived since the last take (the receiver answers then). */
   const waitForDeliveries = async (count: number) => {
-    const deadline = Date.now() + 120_000
-    for (;;) {
-      const answer = await fromReceiver('count')
-      const arrived = 'count' in answer ? answer.count : 0
-      if (arrived >= count) break
-      if (Date.now() > deadline) throw new Error(`${arrived} of ${count} webhooks arrived in 2 minutes`)
-      await new Promise((resolve) => setTimeout(resolve, 5))
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`fewer than ${count} webhooks arrived in 2 minutes`)) }, 120_000) })
+    try {
+      await Promise.race([deadline, interruption, fromReceiver({ waitFor: count })])
+    } finally {
+      clearTimeout(timer)
     }
-    const answer = await fromReceiver('take')
-    received = 'received' in answer ? answer.received : []
   }
 
   // The CPU each side's run used, in seconds, by part: this process (the worker, or the raw run's
@@ -243,19 +282,19 @@ async function main () {
     const backends = backendCpuSampler(bench)
     await backends.start()
     const cpuBefore = cpuNow()
-    let cpuAfter: ReturnType<typeof cpuNow> | undefined
     const started = Date.now()
-    await startBenchWorker()
+    const worker = await startWorker(workerConfig)
+    let cpu: Cpu
     try {
       await waitForDeliveries(N)
-      cpuAfter = cpuNow()
-      // Its backends, before they close with it.
+      const cpuAfter = cpuNow()
+      // Its backends, before they close with it (a few milliseconds after the window).
       await backends.sample()
+      cpu = cpuBetween(cpuBefore, cpuAfter, backends.total())
     } finally {
-      await stopBenchWorker()
+      await worker.close()
     }
-    const cpu = cpuBetween(cpuBefore, cpuAfter ?? cpuNow(), backends.total())
-    const times = received.map((r) => r.at)
+    const times = (await takeDeliveries()).map((r) => r.at)
     return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started, cpu }
   }
   const rawRun = async () => {
@@ -269,6 +308,9 @@ async function main () {
   // other uses too (BullMQ, ioredis).
   const rounds = []
   for (let round = 1; round <= roundCount; round++) {
+    checkInterrupted()
+    // Any webhook left from the round before (a retry, a duplicate) is not this round's.
+    await takeDeliveries()
     say(`round ${round}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
     await createShares(N)
     const rawFirst = round % 2 === 1
@@ -294,8 +336,10 @@ async function main () {
   const warm = rounds.slice(1)
   const rawBulk = await rawBullmq(true)
 
+  checkInterrupted()
   say(`latency: creating ${N} shares with the worker running…`)
-  await startBenchWorker()
+  await takeDeliveries()
+  const worker = await startWorker(workerConfig)
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
   const apiStarted = performance.now()
   let apiRate: number
@@ -304,9 +348,9 @@ async function main () {
     apiRate = (2 * N) / ((performance.now() - apiStarted) / 1000)
     await waitForDeliveries(N)
   } finally {
-    await stopBenchWorker()
+    await worker.close()
   }
-  const latencies = received.map((r) => r.at - r.occurredAt)
+  const latencies = (await takeDeliveries()).map((r) => r.at - r.occurredAt)
   const enqueue = await database.rows<{ ms: number }>(sql`
     select (extract(epoch from relayed_at - created_at) * 1000)::float8 as ms from outbox
     where type = 'share.created' and created_at > ${phase?.started}::timestamptz`)
@@ -332,9 +376,11 @@ async function main () {
   writeFileSync(new URL(`results/notifications-${Date.now()}.json`, import.meta.url), JSON.stringify(results, null, 2))
 }
 
-/** Undoes what was made, last first, once: at the end, or on Ctrl-C (SIGINT) or SIGTERM, whichever comes first. */
-let undoing: Promise<void> | undefined
-const undoAll = async () => await (undoing ??= (async () => {
+try {
+  await main()
+} catch (error) {
+  if (!(error instanceof Interrupted)) throw error
+} finally {
   for (const undo of cleanup.reverse()) {
     try {
       await undo()
@@ -342,23 +388,6 @@ const undoAll = async () => await (undoing ??= (async () => {
       say(`cleanup: ${String(error)}`)
     }
   }
-})())
-let interrupted = false
-// Ctrl-C reaches this process more than once (from the terminal and relayed by pnpm and tsx): every
-// one after the first waits for the same clean-up.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (!interrupted) say(`${signal}: cleaning up…`)
-    interrupted = true
-    void undoAll().finally(() => { process.exit(130) })
-  })
 }
-
-try {
-  await main()
-} catch (error) {
-  // Once interrupted, what fails next is the clean-up pulling things from under the bench.
-  if (!interrupted) throw error
-} finally {
-  await undoAll()
-}
+// Interrupted, a raw run's worker may still hold the process open: it is done with.
+if (interruptedBy !== undefined) process.exit(exitCodeOf(interruptedBy))

@@ -105,17 +105,17 @@ export function createQueues (connection: Redis, prefix: string) {
 }
 
 /**
- * Removes every queue under `prefix`, jobs and bookkeeping keys alike: for a run of its own (a
- * benchmark, a test) on a Redis that others use. Never on a deployment's prefix. Best effort: the
- * Redis may be gone (one a test stopped), so one connection try, every command bounded, and no
- * error thrown.
+ * Removes every queue under `prefix` (the worker's, or those named), jobs and bookkeeping keys
+ * alike: for a run of its own (a benchmark, a test) on a Redis that others use. Never on a
+ * deployment's prefix. Best effort: the Redis may be gone (one a test stopped), so one connection
+ * try, every command bounded, and no error thrown.
  */
-export async function removeQueues (redisUrl: string, prefix: string): Promise<void> {
+export async function removeQueues (redisUrl: string, prefix: string, names: string[] = Object.values(queueOf).map((queue) => queue.name)): Promise<void> {
   const connection = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000, retryStrategy: () => null })
   connection.on('error', () => {})
   try {
     await connection.connect()
-    for (const { name } of Object.values(queueOf)) {
+    for (const name of names) {
       const queue = new Queue(name, { connection, prefix })
       queue.on('error', () => {})
       try {
