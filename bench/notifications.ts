@@ -86,6 +86,7 @@ async function localRedisPid (): Promise<number> {
 
 /** Jobs per second from the first add to the last job processed, and between the 10th and 90th percentile of their completion. */
 async function rawBullmq (bulk: boolean, atLastJob = () => {}): Promise<{ rate: number, steadyRate: number }> {
+  checkInterrupted()
   const prefix = `bench-${randomUUID().slice(0, 8)}`
   const removeQueue = undoLater(async () => { await removeQueues(redisUrl, prefix, ['raw']) })
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
@@ -181,7 +182,8 @@ async function main () {
   await database.migrate()
 
   const receiver = fork(new URL('receiver.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  cleanup.push(() => { receiver.kill() })
+  // It ignores signals (see receiver.ts) and ends when its IPC channel closes.
+  cleanup.push(() => { if (receiver.connected) receiver.disconnect() })
   const gone = new Promise<never>((_resolve, reject) => { receiver.once('exit', (code) => { reject(new Error(`the receiver exited (${code})`)) }) })
   gone.catch(() => {})
   /** The receiver's next message, after sending it `request`; one exchange at a time. */
@@ -249,7 +251,11 @@ async function main () {
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
-  /** Resolves once `count` webhooks have arrived since the last take (the receiver answers then). */
+  /**
+   * Resolves once `count` events' webhooks have arrived since the last take (the receiver answers
+   * then; it counts an event once). A wait given up (deadline, interruption) ends the bench: its
+   * answer would otherwise be taken for the next exchange's.
+   */
   const waitForDeliveries = async (count: number) => {
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`fewer than ${count} webhooks arrived in 2 minutes`)) }, 120_000) })
@@ -279,6 +285,7 @@ async function main () {
    * between the 10th and the 90th percentile of their arrival; the CPU it took.
    */
   const drain = async () => {
+    checkInterrupted()
     const backends = backendCpuSampler(bench)
     await backends.start()
     const cpuBefore = cpuNow()
@@ -309,8 +316,6 @@ async function main () {
   const rounds = []
   for (let round = 1; round <= roundCount; round++) {
     checkInterrupted()
-    // Any webhook left from the round before (a retry, a duplicate) is not this round's.
-    await takeDeliveries()
     say(`round ${round}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
     await createShares(N)
     const rawFirst = round % 2 === 1
@@ -338,9 +343,8 @@ async function main () {
 
   checkInterrupted()
   say(`latency: creating ${N} shares with the worker running…`)
-  await takeDeliveries()
-  const worker = await startWorker(workerConfig)
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
+  const worker = await startWorker(workerConfig)
   const apiStarted = performance.now()
   let apiRate: number
   try {
@@ -379,7 +383,8 @@ async function main () {
 try {
   await main()
 } catch (error) {
-  if (!(error instanceof Interrupted)) throw error
+  // Interrupted, what fails is the bench being stopped: the receiver, say, killed with its group.
+  if (interruptedBy === undefined) throw error
 } finally {
   for (const undo of cleanup.reverse()) {
     try {
