@@ -119,7 +119,8 @@ const base = `http://127.0.0.1:${apiPort}`
 
 // --- a client ---------------------------------------------------------------------------------------
 
-interface Outcome { status: number, ms: number, body: unknown }
+/** A request's answer (status 0: none within 10 s), how long it took and when it started (to place it among the injections). */
+interface Outcome { status: number, ms: number, body: unknown, startedAt: string }
 async function call (token: string, method: string, path: string, body?: unknown): Promise<Outcome> {
   const started = Date.now()
   try {
@@ -130,9 +131,9 @@ async function call (token: string, method: string, path: string, body?: unknown
       signal: AbortSignal.timeout(10_000)
     })
     const text = await response.text()
-    return { status: response.status, ms: Date.now() - started, body: text === '' ? null : JSON.parse(text) }
+    return { status: response.status, ms: Date.now() - started, body: text === '' ? null : JSON.parse(text), startedAt: new Date(started).toISOString() }
   } catch {
-    return { status: 0, ms: Date.now() - started, body: null }
+    return { status: 0, ms: Date.now() - started, body: null, startedAt: new Date(started).toISOString() }
   }
 }
 const must = async (token: string, method: string, path: string, body?: unknown) => {
@@ -225,8 +226,9 @@ check('a create after the faults succeeds', last.status === 201, `status ${last.
 const statuses = new Map<number, number>()
 for (const o of outcomes) statuses.set(o.status, (statuses.get(o.status) ?? 0) + 1)
 const bad = outcomes.filter((o) => !(o.status >= 200 && o.status < 300) && o.status !== 503)
-check('every failure was a 503: no 500, no hang, no other error', bad.length === 0, `statuses ${JSON.stringify(Object.fromEntries(statuses))}${bad.length > 0 ? `; e.g. ${bad.slice(0, 3).map((o) => `${o.what} ${o.status} ${JSON.stringify(o.body).slice(0, 120)}`).join('; ')}` : ''}`)
-check('no request took 10 s', outcomes.every((o) => o.ms < 10_000), `slowest ${Math.max(...outcomes.map((o) => o.ms))} ms`)
+check('every failure was a 503: no 500, no hang, no other error', bad.length === 0, `statuses ${JSON.stringify(Object.fromEntries(statuses))}${bad.length > 0 ? `; e.g. ${bad.slice(0, 3).map((o) => `${o.what} ${o.status} at ${o.startedAt} ${JSON.stringify(o.body).slice(0, 120)}`).join('; ')}` : ''}`)
+const slowest = outcomes.reduce((a, b) => (b.ms > a.ms ? b : a), { ms: 0, what: 'none', startedAt: '-' })
+check('no request took 10 s', outcomes.every((o) => o.ms < 10_000), `slowest ${slowest.ms} ms (${slowest.what}, started ${slowest.startedAt}; injections below)`)
 
 const audited = async (table: 'referrals' | 'shares', action: string) => await superuser.unsafe(`
   select count(*)::int as n from ${table} x where not exists (
