@@ -37,7 +37,7 @@ import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { hash } from '@node-rs/argon2'
-import { backendCpuSampler, cpuSecondsOf, createDatabase, machineCpuSeconds, percentile, redisUrl, say } from './harness.ts'
+import { backendCpuSampler, cpuSecondsOf, createDatabase, machineCpuSeconds, percentile, redisUrl, round, say } from './harness.ts'
 import type { ReceiverMessage, ReceiverRequest } from './receiver.ts'
 
 const N = Number(process.env.BENCH_SHARES ?? 1000)
@@ -65,11 +65,11 @@ interface Cpu { node: number, receiver: number, postgres: number, redis: number,
 const cpuParts = ['node', 'receiver', 'postgres', 'redis', 'rest'] as const
 /** Milliseconds of CPU an item (a delivery, a job), by part and in all. */
 const perItem = (cpu: Cpu) => {
-  const ms = Object.fromEntries(cpuParts.map((part) => [part, Number((cpu[part] * 1000 / N).toFixed(3))])) as Record<typeof cpuParts[number], number>
-  return { ...ms, total: Number(cpuParts.reduce((sum, part) => sum + cpu[part] * 1000 / N, 0).toFixed(3)), busyCores: Number(cpu.busyCores.toFixed(2)) }
+  const ms = Object.fromEntries(cpuParts.map((part) => [part, round(cpu[part] * 1000 / N, 3)])) as Record<typeof cpuParts[number], number>
+  return { ...ms, total: round(cpuParts.reduce((sum, part) => sum + cpu[part] * 1000 / N, 0), 3), busyCores: round(cpu.busyCores) }
 }
 const medianCpu = (items: ReturnType<typeof perItem>[]) =>
-  Object.fromEntries([...cpuParts, 'total' as const, 'busyCores' as const].map((part) => [part, Number(median(items.map((item) => item[part])).toFixed(3))]))
+  Object.fromEntries([...cpuParts, 'total' as const, 'busyCores' as const].map((part) => [part, round(median(items.map((item) => item[part])), 3)]))
 const describeCpu = (ms: ReturnType<typeof perItem>) =>
   `${ms.total.toFixed(2)} ms (this process ${ms.node.toFixed(2)}, receiver ${ms.receiver.toFixed(2)}, PostgreSQL ${ms.postgres.toFixed(2)}, Redis ${ms.redis.toFixed(2)}, rest ${ms.rest.toFixed(2)}; ${ms.busyCores.toFixed(2)} of ${availableParallelism()} cores busy)`
 
@@ -314,11 +314,11 @@ async function main () {
   // one right after the API's 2N requests may meet their garbage, and the first warms code the
   // other uses too (BullMQ, ioredis).
   const rounds = []
-  for (let round = 1; round <= roundCount; round++) {
+  for (let number = 1; number <= roundCount; number++) {
     checkInterrupted()
-    say(`round ${round}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
+    say(`round ${number}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
     await createShares(N)
-    const rawFirst = round % 2 === 1
+    const rawFirst = number % 2 === 1
     const rawBefore = rawFirst ? await rawRun() : undefined
     const drained = await drain()
     const raw = rawBefore ?? await rawRun()
@@ -327,11 +327,11 @@ async function main () {
     rounds.push({
       deliveriesPerSecond: Math.round(drained.rate),
       rawBullmqJobsPerSecond: Math.round(raw.rate),
-      ratio: Number(ratio.toFixed(2)),
+      ratio: round(ratio),
       firstDeliveryMs: drained.firstMs,
       steadyDeliveriesPerSecond: Math.round(drained.steadyRate),
       rawBullmqSteadyJobsPerSecond: Math.round(raw.steadyRate),
-      steadyRatio: Number(steadyRatio.toFixed(2)),
+      steadyRatio: round(steadyRatio),
       cpuMsPerDelivery: perItem(drained.cpu),
       cpuMsPerRawJob: perItem(raw.cpu)
     })
@@ -366,8 +366,8 @@ async function main () {
     rounds,
     firstRoundRatioToRawBullmq: rounds[0]?.ratio,
     firstRoundSteadyRatioToRawBullmq: rounds[0]?.steadyRatio,
-    warmRatioToRawBullmq: Number(median(warm.map((r) => r.ratio)).toFixed(2)),
-    warmSteadyRatioToRawBullmq: Number(median(warm.map((r) => r.steadyRatio)).toFixed(2)),
+    warmRatioToRawBullmq: round(median(warm.map((r) => r.ratio))),
+    warmSteadyRatioToRawBullmq: round(median(warm.map((r) => r.steadyRatio))),
     warmCpuMsPerDelivery: medianCpu(warm.map((r) => r.cpuMsPerDelivery)),
     warmCpuMsPerRawJob: medianCpu(warm.map((r) => r.cpuMsPerRawJob)),
     rawBullmqBulkJobsPerSecond: Math.round(rawBulk.rate),
@@ -383,7 +383,7 @@ async function main () {
 try {
   await main()
 } catch (error) {
-  // Interrupted, what fails is the bench being stopped: the receiver, say, killed with its group.
+  // Interrupted, what fails next is the bench being stopped (a wait given up, say), not a fault.
   if (interruptedBy === undefined) throw error
 } finally {
   for (const undo of cleanup.reverse()) {
