@@ -3,7 +3,7 @@
  * (node:http), both on loopback, and a worker started in-process against a test database.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type IncomingMessage } from 'node:http'
@@ -69,8 +69,16 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
   return { url: `http://127.0.0.1:${port}/hooks`, received }
 }
 
+/** A directory for a worker's data (the sealer's checkpoint key and file sink), removed by `remove`. */
+function workerDataDir () {
+  const path = mkdtempSync(join(tmpdir(), 'haven-worker-'))
+  return { path, remove: () => { rmSync(path, { recursive: true, force: true }) } }
+}
+
 /** A worker in this process on `databaseUrl`, with its own queue prefix and a fast sweeper. */
 export async function startTestWorker (t: Test, env: Record<string, string>) {
+  const dataDir = workerDataDir()
+  t.teardown(dataDir.remove)
   const config = loadWorkerConfig({
     NODE_ENV: 'test',
     REDIS_URL: process.env.REDIS_URL,
@@ -78,8 +86,7 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
     HAVEN_METRICS_PORT: '0',
     HAVEN_QUEUE_PREFIX: `test-${process.pid}-${Date.now()}`,
     HAVEN_PUBLIC_URL: 'https://haven.example.org',
-    // The sealer's checkpoint key and file sink go to a directory of the test's own.
-    HAVEN_DATA_DIR: mkdtempSync(join(tmpdir(), 'haven-worker-')),
+    HAVEN_DATA_DIR: dataDir.path,
     ...env
   })
   const worker = await startWorker(config, { sweepEveryMs: 200 })
@@ -130,10 +137,11 @@ export async function ownRedis (t: Test) {
   return { url: `redis://127.0.0.1:${port}`, start, stop }
 }
 
-/** A worker as its own process (node main.ts), to be killed as a real process is. */
+/** A worker as its own process (node main.ts), to be killed as a real process is. Its data directory goes when it exits. */
 export function spawnWorker (env: Record<string, string>) {
   const root = new URL('../../../', import.meta.url).pathname
-  return spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], {
+  const dataDir = workerDataDir()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/worker/src/main.ts'], {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? '',
@@ -141,10 +149,12 @@ export function spawnWorker (env: Record<string, string>) {
       HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true',
       HAVEN_METRICS_PORT: '0',
       HAVEN_PUBLIC_URL: 'https://haven.example.org',
-      HAVEN_DATA_DIR: mkdtempSync(join(tmpdir(), 'haven-worker-')),
+      HAVEN_DATA_DIR: dataDir.path,
       LOG_LEVEL: 'warn',
       ...env
     },
     stdio: ['ignore', 'ignore', 'inherit']
   })
+  child.once('exit', dataDir.remove)
+  return child
 }
