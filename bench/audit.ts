@@ -28,6 +28,7 @@ import {
 import postgres from 'postgres'
 import { pageAuditEvents } from '../services/api/src/audit/audit.queries.ts'
 import { auditSigningKey, sealAuditBatch, startSealer } from '../services/worker/src/sealer.ts'
+import { runBench, undoOnInterrupt } from './harness.ts'
 
 const events = Number(process.env.BENCH_EVENTS ?? 1_000_000)
 const referralCount = 20_000
@@ -66,11 +67,16 @@ async function pgbench (url: string, seconds: number, clients = 8): Promise<numb
 async function main () {
   const name = `haven_bench_audit_${Date.now()}`
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
+  const dataDir = mkdtempSync(join(tmpdir(), 'haven-bench-audit-'))
+  const dropAll = async () => {
+    await admin.unsafe(`drop database if exists "${name}" with (force)`)
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+  const undo = undoOnInterrupt(dropAll)
   await admin.unsafe(`create database "${name}"`)
   const url = new URL(serverUrl)
   url.pathname = `/${name}`
   const database = await openDatabase({ url: url.toString(), max: 8 })
-  const dataDir = mkdtempSync(join(tmpdir(), 'haven-bench-audit-'))
   const results: Record<string, unknown> = { events, machine: { node: process.version } }
   try {
     await database.migrate()
@@ -265,10 +271,10 @@ async function main () {
     writeFileSync(new URL(`results/audit-${Date.now()}.json`, import.meta.url), `${JSON.stringify(results, null, 2)}\n`)
   } finally {
     await database.close()
-    await admin.unsafe(`drop database if exists "${name}" with (force)`)
+    await dropAll()
+    undo.cancel()
     await admin.end()
-    rmSync(dataDir, { recursive: true, force: true })
   }
 }
 
-await main()
+await runBench(main)

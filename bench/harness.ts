@@ -2,7 +2,7 @@
  * What `pnpm bench` (run.ts) and `pnpm bench:scale` (scale.ts) share: a throwaway database, the API
  * and the worker as separate production processes, bulk seeding in SQL, the capture of the SQL one
  * request sends (turned into a pgbench script), and autocannon and pgbench at the same concurrency,
- * with progress on the terminal.
+ * with progress on the terminal; and, for every bench, the clean-up after Ctrl-C.
  *
  * The pgbench side of each scenario is never written by hand: the request is made once through the
  * app's own code (buildApp on a database whose `onQuery` hook records every statement with its
@@ -46,6 +46,75 @@ export function status (line: string) {
     lastQuietStatus = Date.now()
     process.stderr.write(`${line}\n`)
   }
+}
+
+// --- interruption --------------------------------------------------------------------------------
+
+const undoStack: (() => unknown)[] = []
+let listening = false
+let interrupted: Promise<never> | undefined
+let interruptedAt = 0
+const exitCodeOf = (signal: NodeJS.Signals) => signal === 'SIGINT' ? 130 : 143
+
+/**
+ * Ctrl-C (SIGINT) or SIGTERM: undo, in reverse order, what `undoOnInterrupt` was given, then exit
+ * (130, 143). The run itself is not waited for: dropping its database ends its queries, and a seeding
+ * of millions of rows could otherwise go on for minutes. Without this, Node exits at once and leaves
+ * the run's database, perhaps gigabytes of it, on the machine's shared PostgreSQL. The benches run
+ * under `node --import tsx`, not the tsx command, which SIGKILLs a child slow to take a Ctrl-C.
+ * A signal a second or more after the first quits at once. (bench:notifications stops its run at
+ * its next step instead, see there: its worker runs in its own process and would refill the queues
+ * it removed.)
+ */
+function onSignal (signal: NodeJS.Signals) {
+  if (interrupted !== undefined) {
+    if (Date.now() - interruptedAt > 1000) {
+      say(`${signal}: quitting without cleaning up`)
+      process.exit(exitCodeOf(signal))
+    }
+    return
+  }
+  interruptedAt = Date.now()
+  say(`${signal}: cleaning up (send it again to quit at once)…`)
+  interrupted = (async () => {
+    for (const undo of undoStack.splice(0).reverse()) {
+      try {
+        await undo()
+      } catch (error) {
+        say(`cleanup: ${String(error)}`)
+      }
+    }
+    process.exit(exitCodeOf(signal))
+  })()
+}
+
+/**
+ * Adds `undo` to what an interruption undoes; `cancel()` takes it off once the run has undone it
+ * itself (an interruption during the run's own clean-up runs `undo` beside it: it must bear that).
+ */
+export function undoOnInterrupt (undo: () => unknown): { cancel: () => void } {
+  if (!listening) {
+    listening = true
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+  }
+  undoStack.push(undo)
+  return {
+    cancel: () => {
+      const at = undoStack.indexOf(undo)
+      if (at >= 0) undoStack.splice(at, 1)
+    }
+  }
+}
+
+/** Runs a bench's `main`; once interrupted, its failure (its database gone) is no fault: the clean-up exits. */
+export async function runBench (main: () => Promise<void>): Promise<void> {
+  try {
+    await main()
+  } catch (error) {
+    if (interrupted === undefined) throw error
+  }
+  if (interrupted !== undefined) await interrupted
 }
 
 export const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits

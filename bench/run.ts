@@ -18,7 +18,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import {
-  cloneReferrals, createDatabase, fmt, idPrefixes, memoryOf, round, say, seedAuditEvents, seedShares, status, table
+  cloneReferrals, createDatabase, fmt, idPrefixes, memoryOf, round, runBench, say, seedAuditEvents, seedShares, status, table, undoOnInterrupt
 } from './harness.ts'
 import { measure, type ScenarioResult, scenarios, seedPeople, startCaptureApp, startStack } from './scenarios.ts'
 
@@ -40,6 +40,7 @@ async function main () {
   say(`pnpm bench: ${concurrency} connections/clients, ${seconds} s a side, ${fmt(referralCount)} referrals; ${machine.cpus} CPUs, load average ${machine.loadAverageAtStart.join(' ')}`)
   const db = await createDatabase('haven_bench')
   let stop = async () => {}
+  const undo = undoOnInterrupt(async () => { await stop(); await db.drop() })
   try {
     say(`database ${db.name}: starting the API (which migrates it) and the worker, NODE_ENV=production …`)
     const stack = await startStack(db, { worker: true, apiNodeArgs })
@@ -99,7 +100,8 @@ async function main () {
   } finally {
     await stop()
     await db.drop()
+    undo.cancel()
   }
 }
 
-await main()
+await runBench(main)

@@ -15,7 +15,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
-import { cloneReferrals, createDatabase, fmt, idPrefixes, round, say, seedAuditEvents, seedShares, status, table } from './harness.ts'
+import { cloneReferrals, createDatabase, fmt, idPrefixes, round, runBench, say, seedAuditEvents, seedShares, status, table, undoOnInterrupt } from './harness.ts'
 import { measure, type ScenarioResult, scenarios, seedPeople, startCaptureApp, startStack } from './scenarios.ts'
 
 const sizes = (process.env.BENCH_SCALE_SIZES ?? '10000,1000000').split(',').map(Number).sort((a, b) => a - b)
@@ -34,6 +34,7 @@ async function main () {
   say(`pnpm bench:scale: ${sizes.map(fmt).join(' → ')} referrals, up to ${fmt(maxEvents)} audit events; ${concurrency} connections/clients, ${seconds} s a side`)
   const db = await createDatabase('haven_bench_scale')
   let stop = async () => {}
+  const undo = undoOnInterrupt(async () => { await stop(); await db.drop() })
   try {
     const stack = await startStack(db, { worker: false })
     stop = stack.stop
@@ -108,6 +109,7 @@ async function main () {
   } finally {
     await stop()
     await db.drop()
+    undo.cancel()
   }
 }
 
@@ -143,4 +145,4 @@ async function seedEvents (db: Awaited<ReturnType<typeof createDatabase>>, optio
   return done
 }
 
-await main()
+await runBench(main)

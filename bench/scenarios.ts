@@ -3,7 +3,7 @@
  * (scale.ts): the people and the template referral, the API scenarios with the pool each draws its
  * records from, the capture app, and the measurement of one scenario (API, then pgbench).
  */
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp, connectRedis, loadConfig, loadSigningKeys } from '@haven/api'
@@ -63,6 +63,8 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
     for (const service of started.reverse()) await service.stop()
     // The worker's queues under the run's prefix, which would otherwise stay in the shared Redis.
     await removeQueues(redisUrl, env.HAVEN_QUEUE_PREFIX)
+    // The services' logs (a failed start has shown their end by now) and data directory.
+    rmSync(dir, { recursive: true, force: true })
   }
   try {
     const api = startService('api', 'services/api', env, dir, options.apiNodeArgs)
