@@ -50,15 +50,19 @@ async function pgbench (url: string, seconds: number, clients = 8): Promise<numb
   const parsed = new URL(url)
   const args = ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-f', script,
     '-h', parsed.hostname, '-p', parsed.port || '5432', '-U', decodeURIComponent(parsed.username || 'postgres'), parsed.pathname.slice(1)]
-  const output = await new Promise<string>((resolve, reject) => {
-    const child = spawn('pgbench', args, { env: { ...process.env, PGPASSWORD: decodeURIComponent(parsed.password) } })
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    child.on('error', reject)
-    child.on('close', (code) => { if (code === 0) resolve(out); else reject(new Error(`pgbench exited ${code}: ${out}`)) })
-  })
-  rmSync(dir, { recursive: true, force: true })
+  let output: string
+  try {
+    output = await new Promise<string>((resolve, reject) => {
+      const child = spawn('pgbench', args, { env: { ...process.env, PGPASSWORD: decodeURIComponent(parsed.password) } })
+      let out = ''
+      child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+      child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString() })
+      child.on('error', reject)
+      child.on('close', (code) => { if (code === 0) resolve(out); else reject(new Error(`pgbench exited ${code}: ${out}`)) })
+    })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
   const tps = /tps = ([\d.]+)/.exec(output)
   if (tps === null) throw new Error(`no tps in pgbench output: ${output}`)
   return Number(tps[1])

@@ -62,9 +62,11 @@ const exitCodeOf = (signal: NodeJS.Signals) => signal === 'SIGINT' ? 130 : 143
  * of millions of rows could otherwise go on for minutes. Without this, Node exits at once and leaves
  * the run's database, perhaps gigabytes of it, on the machine's shared PostgreSQL. The benches run
  * under `node --import tsx`, not the tsx command, which SIGKILLs a child slow to take a Ctrl-C.
- * A signal a second or more after the first quits at once. (bench:notifications stops its run at
- * its next step instead, see there: its worker runs in its own process and would refill the queues
- * it removed.)
+ * A signal a second or more after the first quits at once. Once interrupted, a promise the run
+ * leaves rejected (a query the drop ended) is no fault and does not end the process before the
+ * clean-up does. (bench:notifications stops its run at its next step instead, see there: its
+ * worker runs in the bench's process, and going on beside the clean-up it would refill the queues
+ * the clean-up removed.)
  */
 function onSignal (signal: NodeJS.Signals) {
   if (interrupted !== undefined) {
@@ -75,6 +77,7 @@ function onSignal (signal: NodeJS.Signals) {
     return
   }
   interruptedAt = Date.now()
+  process.on('unhandledRejection', () => {})
   say(`${signal}: cleaning up (send it again to quit at once)…`)
   interrupted = (async () => {
     for (const undo of undoStack.splice(0).reverse()) {

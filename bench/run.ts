@@ -39,8 +39,9 @@ async function main () {
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, loadAverageAtStart: loadavg().map((l) => round(l)) }
   say(`pnpm bench: ${concurrency} connections/clients, ${seconds} s a side, ${fmt(referralCount)} referrals; ${machine.cpus} CPUs, load average ${machine.loadAverageAtStart.join(' ')}`)
   const db = await createDatabase('haven_bench')
+  // The services started later register their own stop (scenarios.ts), undone before this.
+  const undo = undoOnInterrupt(db.drop)
   let stop = async () => {}
-  const undo = undoOnInterrupt(async () => { await stop(); await db.drop() })
   try {
     say(`database ${db.name}: starting the API (which migrates it) and the worker, NODE_ENV=production …`)
     const stack = await startStack(db, { worker: true, apiNodeArgs })

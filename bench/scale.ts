@@ -33,8 +33,9 @@ async function main () {
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, loadAverageAtStart: loadavg().map((l) => round(l)) }
   say(`pnpm bench:scale: ${sizes.map(fmt).join(' → ')} referrals, up to ${fmt(maxEvents)} audit events; ${concurrency} connections/clients, ${seconds} s a side`)
   const db = await createDatabase('haven_bench_scale')
+  // The services started later register their own stop (scenarios.ts), undone before this.
+  const undo = undoOnInterrupt(db.drop)
   let stop = async () => {}
-  const undo = undoOnInterrupt(async () => { await stop(); await db.drop() })
   try {
     const stack = await startStack(db, { worker: false })
     stop = stack.stop

@@ -12,8 +12,8 @@ import { removeQueues } from '@haven/worker'
 import { hashPassword } from '../services/api/src/auth/passwords.ts'
 import {
   type BenchDatabase, describer, freePort, type HttpRequest, idPrefixes, type LoadResult, type PgbenchScript, pgbenchScript, type Pool,
-  poolId, productionSecrets, Recorder, redisUrl, round, runHttp, runPgbench, type Sampled, say, type Service, startService, status, waitUntilUp,
-  whileSampling
+  poolId, productionSecrets, Recorder, redisUrl, round, runHttp, runPgbench, type Sampled, say, type Service, startService, status, undoOnInterrupt,
+  waitUntilUp, whileSampling
 } from './harness.ts'
 
 const password = 'bench password 1234'
@@ -59,13 +59,22 @@ export async function startStack (db: BenchDatabase, options: { worker: boolean,
     HAVEN_QUEUE_PREFIX: `bench-${db.name}`, HAVEN_METRICS_PORT: String(metricsPort), ...productionSecrets()
   }
   const started: Service[] = []
+  // Once, whoever asks first (the run's own clean-up, an interruption, a failed start): a second
+  // call waits for the first.
+  let stopping: Promise<void> | undefined
   const stop = async () => {
-    for (const service of started.reverse()) await service.stop()
-    // The worker's queues under the run's prefix, which would otherwise stay in the shared Redis.
-    await removeQueues(redisUrl, env.HAVEN_QUEUE_PREFIX)
-    // The services' logs (a failed start has shown their end by now) and data directory.
-    rmSync(dir, { recursive: true, force: true })
+    stopping ??= (async () => {
+      for (const service of [...started].reverse()) await service.stop()
+      // The worker's queues under the run's prefix, which would otherwise stay in the shared Redis.
+      await removeQueues(redisUrl, env.HAVEN_QUEUE_PREFIX)
+      // The services' logs (a failed start has shown their end by now) and data directory.
+      rmSync(dir, { recursive: true, force: true })
+      undo.cancel()
+    })()
+    await stopping
   }
+  // Registered after the run's database, so an interruption stops the services before the drop.
+  const undo = undoOnInterrupt(stop)
   try {
     const api = startService('api', 'services/api', env, dir, options.apiNodeArgs)
     started.push(api)
