@@ -1,8 +1,8 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, webhookBatchRunner, webhookStore } from '@haven/worker'
-import { Queue } from 'bullmq'
+import { createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, removeQueues, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { Queue, UnrecoverableError, Worker } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
 import t from 'tap'
@@ -264,6 +264,47 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
     t.ok((job.opts.delay ?? 0) >= 500 && (job.opts.delay ?? 0) <= 1000, `the first retry after about one backoff (${job.opts.delay} ms)`)
     t.match(job.opts.backoff, { type: 'exponential', delay: 2 * queueOf['webhook.deliver'].backoffMs }, 'then twice that, doubling')
   }
+})
+
+t.test('work whose job failed for good can be handed over again: a failed job keeps no hold on its id', async (t) => {
+  // Jobs have fixed ids (jobs.ts), and adding an id Redis still holds adds nothing. A job that used
+  // up its attempts while PostgreSQL was down, or stalled twice, leaves its work pending in the
+  // database; the relay and the sweeper hand it over again with the same id, which must run.
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  const prefix = `test-failed-${randomUUID().slice(0, 8)}`
+  const queues = createQueues(connection, prefix)
+  const runs = new Map<string, number>()
+  const failed: string[] = []
+  const completed: string[] = []
+  const names = (['event.fanout', 'email.send', 'webhook.deliver'] as const).map((name) => queueOf[name].name)
+  const workers = names.map((name) => {
+    const worker = new Worker(name, async (job) => {
+      const run = (runs.get(job.id ?? '') ?? 0) + 1
+      runs.set(job.id ?? '', run)
+      // The first run fails for good, as a job whose attempts are spent.
+      if (run === 1) throw new UnrecoverableError('PostgreSQL is down')
+    }, { connection, prefix })
+    worker.on('failed', (job) => { failed.push(job?.id ?? '') })
+    worker.on('completed', (job) => { completed.push(job.id ?? '') })
+    return worker
+  })
+  t.teardown(async () => {
+    await Promise.all(workers.map(async (worker) => { await worker.close() }))
+    await queues.close()
+    connection.disconnect()
+    await removeQueues(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix)
+  })
+  const [outboxId, agencyId, deliveryId] = [randomUUID(), randomUUID(), randomUUID()]
+  const handOver = async () => {
+    await queues.addFanout([outboxId])
+    await queues.addEmails([{ eventId: outboxId, agencyId }])
+    await queues.addWebhooks([{ id: deliveryId, generation: 0 }])
+  }
+  await handOver()
+  await waitFor(async () => failed.length === 3 ? true : undefined, 15_000, 'three jobs failed')
+  await handOver()
+  await waitFor(async () => completed.length === 3 ? true : undefined, 15_000, 'the same three jobs, handed over again, run')
+  t.same([...runs.values()], [2, 2, 2], 'each job ran twice: failed, then handed over and done')
 })
 
 t.test('end to end: shares made while the worker was away go out in a batch; a refused first attempt is retried on its own and arrives', async (t) => {

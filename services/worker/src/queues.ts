@@ -11,9 +11,12 @@ const jobOptions = (name: JobName) => ({
   attempts: queueOf[name].attempts,
   backoff: { type: 'exponential' as const, delay: queueOf[name].backoffMs, jitter: 0.5 },
   // A finished job is forgotten: the database records the work, and a deterministic id only has to
-  // guard against doubles while the job is waiting, delayed or running.
+  // guard against doubles while the job is waiting, delayed or running. A failed one too: while
+  // Redis held it, adding its id again added nothing, so work it left pending (its attempts spent
+  // while PostgreSQL was down, or stalled twice) could not be handed over again by the relay or the
+  // sweeper until it aged out, 7 days later. Failures are recorded in the database and logged.
   removeOnComplete: true,
-  removeOnFail: { age: 7 * 24 * 3600 }
+  removeOnFail: true
 })
 
 /**

@@ -53,16 +53,18 @@ export async function remindShares (database: Database): Promise<number> {
  * than `graceSeconds` gets one too: whichever job comes first attempts it, and the batch then finds
  * it delivered, or attempted and with its retry job already there (had both started together, the
  * receiver would see it twice and dedupe on Haven-Event-Id). The database counts its attempts.
+ * Oldest first (by the last attempt, else creation), at most `batch` of each a pass.
  */
 export async function redispatchDeliveries (database: Database, queues: Queues, graceSeconds = 30): Promise<number> {
   const emails = await rowsOf<{ event_id: string, agency_id: string }>(database.db, sql`
     select event_id, agency_id from email_deliveries
-    where status = 'pending' and created_at < now() - make_interval(secs => ${graceSeconds}) limit ${batch}`)
+    where status = 'pending' and created_at < now() - make_interval(secs => ${graceSeconds})
+    order by created_at limit ${batch}`)
   const hooks = await rowsOf<{ id: string, generation: number }>(database.db, sql`
     select id, generation from webhook_deliveries
     where status = 'pending'
       and ((generation > 0 and attempts = 0) or coalesce(last_attempt_at, created_at) < now() - make_interval(secs => ${graceSeconds}))
-    limit ${batch}`)
+    order by coalesce(last_attempt_at, created_at) limit ${batch}`)
   await queues.addEmails(emails.map((row) => ({ eventId: row.event_id, agencyId: row.agency_id })))
   await queues.addWebhooks(hooks)
   return emails.length + hooks.length

@@ -112,7 +112,15 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       }
     })
   ]
-  for (const worker of workers) worker.on('error', () => {})
+  for (const worker of workers) {
+    worker.on('error', () => {})
+    // Failed jobs are not kept in Redis (queues.ts): their last word is here. Ids and an error code
+    // only; an error's message may quote a value.
+    worker.on('failed', (job, error: Error & { code?: string }) => {
+      if (job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) return
+      log.warn({ queue: worker.name, job: job.id, attempts: job.attemptsMade, code: error.code ?? error.name }, 'a job failed at its last attempt; the database keeps its work, and hands over what is still pending again')
+    })
+  }
 
   const sealer = startSealer({ database, config, log, yieldTo: work.busy })
   const relay = await startRelay({ database, queues, log, redispatchAfterSeconds: config.redispatchAfterSeconds, onRelayed: work.done })
