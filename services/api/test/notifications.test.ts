@@ -134,16 +134,30 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   t.equal(await deliverWebhook(deps, deliveryId), 'skipped', 'delivered once, whatever runs it again')
 
   healthy = false
-  for (let i = 0; i < 5; i++) {
-    const [event] = await h.database.db.insert(outbox).values({ type: 'share.created', payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }).returning()
-    const [extra] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: event?.id ?? '', type: 'share.created' }).returning()
-    await t.rejects(deliverWebhook(deps, extra?.id ?? '', { final: true }))
+  const failFiveInARow = async () => {
+    const ids: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const [event] = await h.database.db.insert(outbox).values({ type: 'share.created', payload: { referralId: referral.id, shareId: share.id, agencyId: ngo.id } }).returning()
+      const [extra] = await h.database.db.insert(webhookDeliveries).values({ webhookId: webhook.id, eventId: event?.id ?? '', type: 'share.created' }).returning()
+      await t.rejects(deliverWebhook(deps, extra?.id ?? '', { final: true }))
+      ids.push(extra?.id ?? '')
+    }
+    return ids
   }
+  const worn = await failFiveInARow()
   const [endpoint] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhook.id))
   t.equal(endpoint?.status, 'disabled', 'switched off after 5 failed deliveries in a row')
   const told = await admin.request({ method: 'GET', url: '/v1/notifications' })
   t.match(told.json().items, [{ type: 'webhook.disabled', referralId: null, reference: null }], 'its agency admins are told')
   t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'])
+
+  // A manual retry switches it on again; 5 more failures switch it off again, and they are told again.
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks/${webhook.id}/deliveries/${worn[0]}/retry` })).statusCode, 202)
+  t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['active'])
+  await failFiveInARow()
+  t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'], 'switched off again')
+  const toldAgain = (await admin.request({ method: 'GET', url: '/v1/notifications' })).json().items
+  t.same(toldAgain.map((n: { type: string }) => n.type), ['webhook.disabled', 'webhook.disabled'], 'told each time it is switched off')
 })
 
 t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again tries nothing twice', async (t) => {

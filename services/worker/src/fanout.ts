@@ -4,6 +4,7 @@
  * deliveries are recorded as pending rows and handed to their queues. Everything is keyed by the
  * message id, so running this twice for one message changes nothing the second time.
  */
+import { randomUUID } from 'node:crypto'
 import { type Database, type Db, type OutboxType, type Role, rowsOf } from '@haven/schema'
 import { sql } from 'drizzle-orm'
 import type { Queues } from './queues.ts'
@@ -87,11 +88,14 @@ export async function fanOut (deps: FanoutDeps, outboxIds: string[]): Promise<{ 
   return { processed: rows.filter((row) => row.channel === 'message').length }
 }
 
-/** Agency admins hear in-app that their endpoint was switched off after failing again and again. */
-export async function notifyWebhookDisabled (db: Db, webhookId: string, agencyId: string) {
+/**
+ * Agency admins hear in-app that their endpoint was switched off after failing again and again: each
+ * time it is (a manual retry switches it on again), so each switch is a source of its own. The
+ * caller calls this once a switch, in the transaction that makes it.
+ */
+export async function notifyWebhookDisabled (db: Db, agencyId: string) {
   await db.execute(sql`
     insert into notifications (user_id, source_id, type)
-    select u.id, ${webhookId}, 'webhook.disabled' from users u
-    where u.agency_id = ${agencyId} and u.status = 'active' and 'agency_admin' = any(u.roles)
-    on conflict (source_id, user_id) do nothing`)
+    select u.id, ${randomUUID()}, 'webhook.disabled' from users u
+    where u.agency_id = ${agencyId} and u.status = 'active' and 'agency_admin' = any(u.roles)`)
 }

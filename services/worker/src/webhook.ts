@@ -12,7 +12,7 @@ import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
-import { and, eq, sql } from 'drizzle-orm'
+import { and, eq, isNull, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
 import { webhookBody } from './messages.ts'
@@ -186,8 +186,11 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
       const [updated] = await tx.update(webhooks).set({ consecutiveFailures: sql`${webhooks.consecutiveFailures} + 1` })
         .where(eq(webhooks.id, webhook.id)).returning({ failures: webhooks.consecutiveFailures })
       if ((updated?.failures ?? 0) >= maxConsecutiveFailures) {
-        await tx.update(webhooks).set({ status: 'disabled' }).where(eq(webhooks.id, webhook.id))
-        await notifyWebhookDisabled(tx, webhook.id, webhook.agencyId)
+        // Its admins are told when this switches it off; a failure that ends after that (a POST
+        // that was in flight) tells nobody again.
+        const switchedOff = await tx.update(webhooks).set({ status: 'disabled' })
+          .where(and(eq(webhooks.id, webhook.id), eq(webhooks.status, 'active'), isNull(webhooks.deletedAt))).returning({ id: webhooks.id })
+        if (switchedOff.length > 0) await notifyWebhookDisabled(tx, webhook.agencyId)
       }
       return true
     })
