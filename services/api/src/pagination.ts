@@ -10,14 +10,21 @@ export const defaultPageSize = 50
 export const encodeCursor = (key: readonly (string | number)[]) =>
   Buffer.from(JSON.stringify(key)).toString('base64url')
 
+/** Whether `value` names a real instant, written back as itself. */
+const sameInstant = (value: string) => {
+  const ms = Date.parse(value)
+  return !Number.isNaN(ms) && new Date(ms).toISOString() === value
+}
+
 type KeyPart = 'text' | 'uuid' | 'timestamp' | 'number'
 type KeyValue<P extends KeyPart> = P extends 'number' ? number : string
 const fits = (value: unknown, part: KeyPart): boolean => {
   switch (part) {
     case 'number': return Number.isSafeInteger(value)
     case 'uuid': return typeof value === 'string' && uuidPattern.test(value)
-    // Exactly what toISOString() writes, from year 0001 (PostgreSQL has no year 0).
-    case 'timestamp': return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(value) && !value.startsWith('0000') && !Number.isNaN(Date.parse(value))
+    // Exactly what toISOString() writes, from year 0001 (PostgreSQL has no year 0), and a real
+    // instant: Date.parse also takes 30 February or hour 24, which PostgreSQL refuses (a 500).
+    case 'timestamp': return typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(value) && !value.startsWith('0000') && sameInstant(value)
     // PostgreSQL text cannot hold NUL.
     case 'text': return typeof value === 'string' && !value.includes('\u0000') && value.length <= 1000
   }

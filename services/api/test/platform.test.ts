@@ -203,6 +203,9 @@ t.test('input PostgreSQL would choke on is a 400, never a 500', async (t) => {
     ['NUL in a query string', { method: 'GET', url: '/v1/agencies?region=%00' }, admin],
     ['NUL in a body', { method: 'POST', url: '/v1/agencies', payload: { name: 'A\u0000', kind: 'ngo', region: 'R', contactEmail: 'a@example.org' } }, admin],
     ['year 0000 in a cursor', { method: 'GET', url: `/v1/agencies/${admin.agencyId}/users?cursor=${cursor(['0000-01-01T00:00:00.000Z', '00000000-0000-0000-0000-000000000000'])}` }, admin],
+    // JavaScript's Date.parse takes these (30 February as 1 March); PostgreSQL refuses them.
+    ['30 February in a cursor', { method: 'GET', url: `/v1/agencies/${admin.agencyId}/users?cursor=${cursor(['2024-02-30T00:00:00.000Z', '00000000-0000-0000-0000-000000000000'])}` }, admin],
+    ['hour 24 in a cursor', { method: 'GET', url: `/v1/notifications?cursor=${cursor(['2024-02-01T24:00:00.000Z', '00000000-0000-0000-0000-000000000000'])}` }, admin],
     ['31 February', { method: 'POST', url: '/v1/referrals', payload: { ...referralBodies.consent(), consent: { ...referralBodies.consent().consent, recordedAt: '2026-02-31T10:00:00Z' } } }, referrer],
     ['year 0000 in a date-time', { method: 'POST', url: '/v1/referrals', payload: { ...referralBodies.consent(), consent: { ...referralBodies.consent().consent, recordedAt: '0000-01-01T10:00:00Z' } } }, referrer]
   ]
