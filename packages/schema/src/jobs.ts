@@ -26,9 +26,11 @@ export interface JobPayloads {
    * One event to one webhook endpoint, for the generation of the delivery it was queued for (a
    * manual retry is the next): the first attempt where an endpoint has few deliveries or is slow,
    * the retries of a failed first attempt, re-dispatches and manual retries. Jobs queued before
-   * generations were in the payload carry none, and act on any.
+   * generations were in the payload carry none, and act on any. `webhookId`, the endpoint's, lets
+   * the worker hold the job back without running it while that endpoint has its share of the slots
+   * (`webhookSinglesPerEndpoint`); jobs queued without it are not held back.
    */
-  'webhook.deliver': { deliveryId: string, generation?: number }
+  'webhook.deliver': { deliveryId: string, generation?: number, webhookId?: string }
 }
 export type JobName = keyof JobPayloads
 
@@ -68,6 +70,14 @@ export const webhookBatchSize = 16
  * per job, and many small batches would only hold fewer POSTs in flight (8 slots) than single jobs (64).
  */
 export const webhookBatchMinimum = 4
+/**
+ * Slots one endpoint may hold in one worker process, of the batch queue's 8 and the single queue's
+ * 64, unless it has been answering quickly (the worker's `endpointPace`): a receiver that hangs
+ * holds each for 10 s, and an endpoint that has its share gets its next jobs held back (delayed, no
+ * attempt spent) so the other agencies' deliveries keep slots of their own.
+ */
+export const webhookBatchesPerEndpoint = 4
+export const webhookSinglesPerEndpoint = 16
 
 /** The same ids in any order: the same key. */
 const setKey = (ids: string[]) => createHash('sha256').update([...ids].sort().join(',')).digest('hex').slice(0, 32)

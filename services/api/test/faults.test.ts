@@ -139,6 +139,45 @@ t.test('a receiver that always fails, or hangs, backs off without slowing other 
   t.ok(hanging.received.length >= 1, 'the hanging receiver was tried')
 })
 
+t.test('a receiver that hangs with a backlog holds only its share of the slots: another agency\'s deliveries go on', async (t) => {
+  // 200 shares, one after another, to a receiver that never answers: first attempts as single jobs
+  // and batches, then (after 10 s) their retries as single jobs, far beyond the 64 single slots. An
+  // endpoint holds at most 16 single and 4 batch slots in a worker (jobs.ts); the rest of its jobs
+  // are held back.
+  const databaseUrl = await freshDatabaseUrl(t)
+  const good = await startReceiver(t)
+  const hanging = await startReceiver(t, () => 'hang')
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  await startTestWorker(t, { DATABASE_URL: databaseUrl })
+  const police = await makeAgency(h, { kind: 'police' })
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const goodAgency = await agencyWithWebhook(h, good.url)
+  const hangingAgency = await agencyWithWebhook(h, hanging.url)
+  const share = async (agencyId: string) => {
+    const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+    const res = await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId } })
+    if (res.statusCode !== 201) throw new Error(res.body)
+  }
+  const started = Date.now()
+  for (let i = 0; i < 200; i++) await share(hangingAgency.ngo.id)
+  await waitFor(async () => hanging.received.length >= 16 ? true : undefined, 15_000, 'the hanging receiver\'s first deliveries')
+  t.ok(hanging.received.length <= 16 + 4 * 16, `at most its share in flight to it: 16 single jobs and 4 batches of 16 (${hanging.received.length})`)
+  /** 16 shares to the healthy agency at once (so they go as a batch); how long until all arrived. */
+  const goodRound = async () => {
+    const before = good.received.length
+    const from = Date.now()
+    await Promise.all(Array.from({ length: 16 }, async () => { await share(goodAgency.ngo.id) }))
+    await waitFor(async () => good.received.length >= before + 16 ? true : undefined, 20_000, 'the healthy agency\'s deliveries')
+    return Math.max(...good.received.slice(before).map((hook) => hook.at)) - from
+  }
+  const whileBatchesHang = await goodRound()
+  t.ok(whileBatchesHang < 3_000, `while its first attempts hang: the healthy agency's 16 within ${whileBatchesHang} ms`)
+  // Its first attempts end at 10 s; their retries follow about a second later.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + 13_000 - Date.now())))
+  const whileRetriesHang = await goodRound()
+  t.ok(whileRetriesHang < 3_000, `while its retries hang: the healthy agency's 16 within ${whileRetriesHang} ms`)
+})
+
 t.test('SIGTERM lets the delivery in flight finish, then the worker exits cleanly; metrics are served', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const redis = await ownRedis(t)

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliveryEnded, expireShares, loadWorkerConfig, remindShares, removeQueues, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, deliveryEnded, endpointPace, endpointSlots, expireShares, loadWorkerConfig, remindShares, removeQueues, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue, UnrecoverableError, Worker } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -184,7 +184,7 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   const deps = { db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }
   const retried: string[][] = []
   const singles: string[][] = []
-  const handOver = { retry: async (ids: string[]) => { retried.push([...ids]) }, single: async (ids: string[]) => { singles.push([...ids]) } }
+  const handOver = { retry: async (_webhookId: string, ids: string[]) => { retried.push([...ids]) }, single: async (_webhookId: string, ids: string[]) => { singles.push([...ids]) } }
   const run = webhookBatchRunner(deps, { handOver, slowAfterMs: 300, slowForMs: 1000 })
 
   // Fresh and answered, fresh and refused, attempted before, retried by hand.
@@ -228,6 +228,26 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   await run({ webhookId: slowWebhookId, deliveryIds: [fourth?.id ?? ''] })
   t.equal(slow.received.length, 2, 'then the endpoint gets batches again')
 
+  // One endpoint runs at most `perEndpoint` batches at once (1 here): the next answers 'busy'
+  // without a POST (the worker holds its job back), while another endpoint's batch runs.
+  const oneAtATime = webhookBatchRunner(deps, { handOver, slowAfterMs: 5000, perEndpoint: 1 })
+  const [fifth, sixth] = await deliveries(slowWebhookId, [{}, {}])
+  const [other] = await deliveries(webhookId, [{}])
+  const inFlight = oneAtATime({ webhookId: slowWebhookId, deliveryIds: [fifth?.id ?? ''] })
+  await waitFor(async () => slow.received.length === 3 ? true : undefined, 5000, 'the first batch\'s POST')
+  t.equal(await oneAtATime({ webhookId: slowWebhookId, deliveryIds: [sixth?.id ?? ''] }), 'busy', 'a second batch for the same endpoint is busy')
+  const othersBefore = receiver.received.length
+  t.equal(await oneAtATime({ webhookId, deliveryIds: [other?.id ?? ''] }), undefined, 'another endpoint\'s batch runs meanwhile')
+  t.equal(receiver.received.length, othersBefore + 1)
+  await inFlight
+  t.equal(slow.received.length, 3, 'the busy batch POSTed nothing')
+  t.equal(await oneAtATime({ webhookId: slowWebhookId, deliveryIds: [sixth?.id ?? ''] }), undefined, 'once the first has ended, it runs')
+  t.equal(slow.received.length, 4)
+  // Those batches ended within slowAfterMs: the endpoint answers quickly, and gets every slot.
+  const [seventh, eighth] = await deliveries(slowWebhookId, [{}, {}])
+  t.same(await Promise.all([seventh, eighth].map(async (d) => await oneAtATime({ webhookId: slowWebhookId, deliveryIds: [d?.id ?? ''] }))), [undefined, undefined], 'an endpoint known to answer quickly runs batches side by side')
+  t.equal(slow.received.length, 6)
+
   // The database counts attempts across jobs: the 9th recorded attempt is the last, whatever the
   // job says, once only however many runs make it at once, and it ends the endpoint's streak count.
   const max = queueOf['webhook.deliver'].attempts
@@ -269,11 +289,12 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   t.ok(fewer.every((job) => job.opts.attempts === queueOf['webhook.deliver'].attempts && (job.opts.delay ?? 0) === 0), 'with every attempt, at once')
   await singleQueue.obliterate({ force: true })
   const [one, two] = endpointA.map((d) => d.id)
-  await queues.retryWebhooks([one ?? '', two ?? ''])
+  await queues.retryWebhooks('a', [one ?? '', two ?? ''])
   await queues.addWebhooks([{ id: one ?? '', generation: 0 }])
   const retries = await singleQueue.getJobs(['delayed', 'waiting'])
   t.same(retries.map((job) => job.id).sort(), [`webhook-${one}-0`, `webhook-${two}-0`].sort(), 'the re-dispatch of the same delivery adds nothing while its retry waits')
   for (const job of retries) {
+    t.equal((job.data as { webhookId?: string }).webhookId, 'a', 'naming its endpoint, for its share of the slots')
     t.equal(job.opts.attempts, queueOf['webhook.deliver'].attempts - 1, 'the attempts left after the first')
     t.ok((job.opts.delay ?? 0) >= 500 && (job.opts.delay ?? 0) <= 1000, `the first retry after about one backoff (${job.opts.delay} ms)`)
     t.match(job.opts.backoff, { type: 'exponential', delay: 2 * queueOf['webhook.deliver'].backoffMs }, 'then twice that, doubling')
@@ -319,6 +340,29 @@ t.test('work whose job failed for good can be handed over again: a failed job ke
   await handOver()
   await waitFor(async () => completed.length === 3 ? true : undefined, 15_000, 'the same three jobs, handed over again, run')
   t.same([...runs.values()], [2, 2, 2], 'each job ran twice: failed, then handed over and done')
+})
+
+t.test('an endpoint\'s pace and its single slots, as the worker holds jobs back', async (t) => {
+  const pace = endpointPace(100, 1000)
+  const now = 1_000_000
+  t.notOk(pace.quick('a', now) || pace.slow('a', now), 'unknown at first: neither')
+  pace.ended('a', now - 50, now)
+  t.ok(pace.quick('a', now + 10), 'an attempt under slowAfterMs: quick')
+  pace.ended('a', now - 150, now + 20)
+  t.ok(pace.slow('a', now + 30) && !pace.quick('a', now + 30), 'one at slowAfterMs or more: slow, and no longer quick')
+  pace.ended('a', now + 40, now + 50)
+  t.notOk(pace.quick('a', now + 60), 'still slow for forMs, whatever answers quickly meanwhile')
+  t.notOk(pace.slow('a', now + 1100), 'then forgotten')
+
+  const slots = endpointSlots()
+  const first = slots.take('a', 2, now)
+  t.ok(first !== undefined && slots.take('a', 2, now + 10) !== undefined, 'two of two')
+  t.equal(slots.take('a', 2, now + 20), undefined, 'a third is refused: its job is held back')
+  t.ok(slots.take('b', 2, now + 20) !== undefined, 'another endpoint has slots of its own')
+  t.notOk(slots.stuck('a', 100, now + 99), 'none in flight for 100 ms yet')
+  t.ok(slots.stuck('a', 100, now + 100), 'then stuck')
+  slots.give('a', first ?? { started: 0 })
+  t.ok(slots.take('a', 2, now + 120) !== undefined, 'a slot given back is taken again')
 })
 
 t.test('end to end: shares made while the worker was away go out in a batch; a refused first attempt is retried on its own and arrives', async (t) => {

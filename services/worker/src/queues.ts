@@ -59,20 +59,20 @@ export function createQueues (connection: Redis, prefix: string) {
         else ids.push(d.id)
       }
       const batches: JobPayloads['webhook.deliverBatch'][] = []
-      const singles: string[] = []
+      const singles: { id: string, generation: number, webhookId: string }[] = []
       for (const [webhookId, ids] of byEndpoint) {
         for (let i = 0; i < ids.length; i += webhookBatchSize) {
           const chunk = ids.slice(i, i + webhookBatchSize)
-          if (chunk.length < webhookBatchMinimum) singles.push(...chunk)
+          if (chunk.length < webhookBatchMinimum) singles.push(...chunk.map((id) => ({ id, generation: 0, webhookId })))
           else batches.push({ webhookId, deliveryIds: chunk })
         }
       }
       await this.addBulk('webhook.deliverBatch', batches.map((payload) => ({ payload, jobId: jobIdOf['webhook.deliverBatch'](payload) })))
-      await this.addWebhooks(singles.map((id) => ({ id, generation: 0 })))
+      await this.addWebhooks(singles)
     },
-    async addWebhooks (deliveries: { id: string, generation: number }[]) {
+    async addWebhooks (deliveries: { id: string, generation: number, webhookId?: string }[]) {
       await this.addBulk('webhook.deliver', deliveries.map((d) => {
-        const payload = { deliveryId: d.id, generation: d.generation }
+        const payload = { deliveryId: d.id, generation: d.generation, ...(d.webhookId !== undefined ? { webhookId: d.webhookId } : {}) }
         return { payload, jobId: jobIdOf['webhook.deliver'](payload) }
       }))
     },
@@ -81,10 +81,10 @@ export function createQueues (connection: Redis, prefix: string) {
      * jobs, on the schedule a single job would have had from the start (the first retry after about
      * one backoff, then twice that, and so on).
      */
-    async retryWebhooks (deliveryIds: string[]) {
+    async retryWebhooks (webhookId: string, deliveryIds: string[]) {
       const { attempts, backoffMs } = queueOf['webhook.deliver']
       await this.addBulk('webhook.deliver', deliveryIds.map((id) => {
-        const payload = { deliveryId: id, generation: 0 }
+        const payload = { deliveryId: id, generation: 0, webhookId }
         return {
           payload,
           jobId: jobIdOf['webhook.deliver'](payload),

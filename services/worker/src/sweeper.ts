@@ -60,8 +60,8 @@ export async function redispatchDeliveries (database: Database, queues: Queues, 
     select event_id, agency_id from email_deliveries
     where status = 'pending' and created_at < now() - make_interval(secs => ${graceSeconds})
     order by created_at limit ${batch}`)
-  const hooks = await rowsOf<{ id: string, generation: number }>(database.db, sql`
-    select id, generation from webhook_deliveries
+  const hooks = await rowsOf<{ id: string, generation: number, webhookId: string }>(database.db, sql`
+    select id, generation, webhook_id::text as "webhookId" from webhook_deliveries
     where status = 'pending'
       and ((generation > 0 and attempts = 0) or coalesce(last_attempt_at, created_at) < now() - make_interval(secs => ${graceSeconds}))
     order by coalesce(last_attempt_at, created_at) limit ${batch}`)

@@ -11,7 +11,7 @@
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
+import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookBatchesPerEndpoint, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
@@ -34,6 +34,8 @@ class DeliveryError extends Error {
 
 /** Whether an error from `deliverWebhook` ended the delivery: its job must not run again. */
 export const deliveryEnded = (error: unknown): boolean => error instanceof DeliveryError && error.ended
+/** Whether an error from `deliverWebhook` is a failed attempt (not the database failing around it). */
+export const attemptFailed = (error: unknown): boolean => error instanceof DeliveryError
 
 /** One POST; resolves with the status code of a 2xx answer, rejects otherwise. */
 async function post (url: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
@@ -201,9 +203,60 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
 /** Where a batch's deliveries go on as single `webhook.deliver` jobs. */
 export interface BatchHandOver {
   /** Deliveries whose first attempt failed: the rest of their attempts. */
-  retry: (deliveryIds: string[]) => Promise<void>
+  retry: (webhookId: string, deliveryIds: string[]) => Promise<void>
   /** Deliveries not yet attempted, for an endpoint that is slow to answer. */
-  single: (deliveryIds: string[]) => Promise<void>
+  single: (webhookId: string, deliveryIds: string[]) => Promise<void>
+}
+
+/**
+ * How each endpoint has been answering, in this process: slow for `forMs` after an attempt at it (a
+ * batch's POSTs, or one POST) took `slowAfterMs` or more, quick for `forMs` after one took less and
+ * none since was slow.
+ */
+export function endpointPace (slowAfterMs = 1000, forMs = 60_000) {
+  const slowUntil = new Map<string, number>()
+  const quickUntil = new Map<string, number>()
+  const slow = (webhookId: string, now = Date.now()) => (slowUntil.get(webhookId) ?? 0) > now
+  return {
+    slowAfterMs,
+    /** An attempt at the endpoint that started at `startedAt` has ended. */
+    ended (webhookId: string, startedAt: number, now = Date.now()) {
+      if (now - startedAt >= slowAfterMs) {
+        slowUntil.set(webhookId, now + forMs)
+        quickUntil.delete(webhookId)
+      } else {
+        quickUntil.set(webhookId, now + forMs)
+      }
+    },
+    slow,
+    quick: (webhookId: string, now = Date.now()) => !slow(webhookId, now) && (quickUntil.get(webhookId) ?? 0) > now
+  }
+}
+export type EndpointPace = ReturnType<typeof endpointPace>
+
+/**
+ * Single jobs in flight per endpoint in this process. `take` answers undefined when the endpoint
+ * already has `limit` (its job is then held back, see the worker), else a slot to `give` back.
+ */
+export function endpointSlots () {
+  const held = new Map<string, Set<{ started: number }>>()
+  return {
+    take (webhookId: string, limit: number, now = Date.now()): { started: number } | undefined {
+      const slots = held.get(webhookId) ?? new Set()
+      if (slots.size >= limit) return undefined
+      const slot = { started: now }
+      slots.add(slot)
+      held.set(webhookId, slots)
+      return slot
+    },
+    give (webhookId: string, slot: { started: number }) {
+      const slots = held.get(webhookId)
+      slots?.delete(slot)
+      if (slots?.size === 0) held.delete(webhookId)
+    },
+    /** Whether one of the endpoint's single jobs has been in flight for `ms` or more. */
+    stuck: (webhookId: string, ms: number, now = Date.now()) => [...(held.get(webhookId) ?? [])].some((slot) => now - slot.started >= ms)
+  }
 }
 
 /**
@@ -215,22 +268,26 @@ export interface BatchHandOver {
  * A batch holds its queue slot until its slowest POST ends, up to 10 s. So that an endpoint that
  * hangs cannot take the slots from the others, an endpoint is slow while a batch of it in this
  * process has run for `slowAfterMs`, and for `slowForMs` after such a batch ends: its batches are
- * then handed over whole as single jobs (64 slots, one per delivery), as every delivery was
- * before batches.
+ * then handed over whole as single jobs (64 slots, one per delivery, at most
+ * `webhookSinglesPerEndpoint` of them to one endpoint), as every delivery was before batches. And
+ * unless it is known to answer quickly (`pace`), an endpoint runs at most `perEndpoint` batches at
+ * once in this process: before any had run for `slowAfterMs`, a hanging endpoint with a backlog
+ * took all 8 slots for 10 s. A batch beyond that answers 'busy', and the worker holds its job back
+ * a moment. A quick endpoint gets every slot: capped always, one receiver's backlog went out at
+ * half the rate (`pnpm bench:notifications`).
  */
-export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number }) {
-  const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000 } = options
+export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number, perEndpoint?: number, pace?: EndpointPace }) {
+  const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000, perEndpoint = webhookBatchesPerEndpoint } = options
+  const pace = options.pace ?? endpointPace(slowAfterMs, slowForMs)
   const running = new Map<string, Set<{ started: number }>>()
-  const slowUntil = new Map<string, number>()
-  return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<void> => {
+  return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<'busy' | undefined> => {
     const mine = { started: Date.now() }
-    const until = slowUntil.get(webhookId) ?? 0
-    if (until <= mine.started) slowUntil.delete(webhookId)
     const batches = running.get(webhookId) ?? new Set()
-    if (until > mine.started || [...batches].some((other) => mine.started - other.started >= slowAfterMs)) {
-      await handOver.single(deliveryIds)
+    if (pace.slow(webhookId, mine.started) || [...batches].some((other) => mine.started - other.started >= pace.slowAfterMs)) {
+      await handOver.single(webhookId, deliveryIds)
       return
     }
+    if (batches.size >= perEndpoint && !pace.quick(webhookId, mine.started)) return 'busy'
     batches.add(mine)
     running.set(webhookId, batches)
     let results: PromiseSettledResult<'delivered' | 'skipped' | 'attempted'>[]
@@ -239,8 +296,7 @@ export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: Batc
     } finally {
       batches.delete(mine)
       if (batches.size === 0) running.delete(webhookId)
-      const ended = Date.now()
-      if (ended - mine.started >= slowAfterMs) slowUntil.set(webhookId, ended + slowForMs)
+      pace.ended(webhookId, mine.started)
     }
     const again: string[] = []
     let unexpected: unknown
@@ -255,7 +311,7 @@ export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: Batc
         unexpected ??= result.reason
       }
     })
-    await handOver.retry(again)
+    await handOver.retry(webhookId, again)
     if (unexpected !== undefined) throw unexpected
   }
 }

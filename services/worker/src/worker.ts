@@ -3,8 +3,8 @@
  * webhooks), the reminder and expiry sweeper, the audit sealer, and metrics. Shutdown order: stop taking work (relay,
  * sweeper, queue workers — these finish their jobs in flight), then queues, Redis and the database.
  */
-import { type Database, type JobName, type JobPayloads, openDatabase, queueOf } from '@haven/schema'
-import { type Job, UnrecoverableError, Worker } from 'bullmq'
+import { type Database, type JobName, type JobPayloads, openDatabase, queueOf, webhookSinglesPerEndpoint } from '@haven/schema'
+import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createTransport } from 'nodemailer'
 import { pino, type Logger } from 'pino'
@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { deliverWebhook, deliveryEnded, webhookBatchRunner, webhookStore } from './webhook.ts'
+import { attemptFailed, deliverWebhook, deliveryEnded, endpointPace, endpointSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
 import { workInHand } from './work.ts'
 
 export interface RunningWorker {
@@ -33,6 +33,15 @@ export interface WorkerOptions {
 }
 
 const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1)
+
+/**
+ * Puts a job back for `ms` to twice that, without running it and without spending an attempt, and
+ * frees its slot: BullMQ's DelayedError.
+ */
+async function holdBack (job: Job, token: string | undefined, ms: number): Promise<never> {
+  await job.moveToDelayed(Date.now() + ms * (1 + Math.random()), token)
+  throw new DelayedError()
+}
 
 /**
  * Starts the worker. With `database` given (root `pnpm start` shares its embedded database with the
@@ -70,8 +79,21 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   // worker starting with a backlog of 1,000 shares used to seal their 2,000 audit events beside its
   // first fan-outs and deliveries, and delivered about a tenth slower (`pnpm bench:notifications`).
   const work = workInHand()
-  const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job) => Promise<unknown>) =>
-    new Worker(queueOf[name].name, async (job: Job) => await work.track(async () => await handler(job.data as JobPayloads[N], job)), {
+  // One endpoint's share of the webhook queues' slots (jobs.ts): a job beyond it is held back, for
+  // a moment, or for a second or two once the endpoint is slow. An endpoint known to answer quickly
+  // is not held back, unless one of its single jobs has been stuck for a second.
+  const pace = endpointPace()
+  const runBatch = webhookBatchRunner(webhookDeps, {
+    pace,
+    handOver: {
+      retry: async (webhookId, ids) => { await queues.retryWebhooks(webhookId, ids) },
+      single: async (webhookId, ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0, webhookId }))) }
+    },
+    onFailed: () => { metrics.failed('webhook') }
+  })
+  const singleSlots = endpointSlots()
+  const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job, token?: string) => Promise<unknown>) =>
+    new Worker(queueOf[name].name, async (job: Job, token?: string) => await work.track(async () => await handler(job.data as JobPayloads[N], job, token)), {
       connection: consumer,
       concurrency: queueOf[name].concurrency,
       prefix: config.queuePrefix,
@@ -94,21 +116,27 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
         throw error
       }
     }),
-    consume('webhook.deliverBatch', webhookBatchRunner(webhookDeps, {
-      handOver: {
-        retry: async (ids) => { await queues.retryWebhooks(ids) },
-        single: async (ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0 }))) }
-      },
-      onFailed: () => { metrics.failed('webhook') }
-    })),
-    consume('webhook.deliver', async ({ deliveryId, generation }, job) => {
+    consume('webhook.deliverBatch', async (payload, job, token) => {
+      if (await runBatch(payload) === 'busy') await holdBack(job, token, 50)
+    }),
+    consume('webhook.deliver', async ({ deliveryId, generation, webhookId }, job, token) => {
+      // Jobs queued without their endpoint are not held back.
+      const endpoint = webhookId ?? ''
+      const stuck = singleSlots.stuck(endpoint, pace.slowAfterMs)
+      const slot = singleSlots.take(endpoint, webhookId === undefined || (pace.quick(endpoint) && !stuck) ? Infinity : webhookSinglesPerEndpoint)
+      if (slot === undefined) await holdBack(job, token, pace.slow(endpoint) || stuck ? 1000 : 50)
+      const started = Date.now()
+      const attempted = () => { if (webhookId !== undefined) pace.ended(webhookId, started) }
       try {
-        await deliverWebhook(webhookDeps, deliveryId, { final: isFinalAttempt(job), generation })
+        if (await deliverWebhook(webhookDeps, deliveryId, { final: isFinalAttempt(job), generation }) === 'delivered') attempted()
       } catch (error) {
+        if (attemptFailed(error)) attempted()
         metrics.failed('webhook')
         // Failed for good (the database counted its last attempt): no run of this job again.
         if (deliveryEnded(error)) throw new UnrecoverableError((error as Error).message)
         throw error
+      } finally {
+        if (slot !== undefined) singleSlots.give(endpoint, slot)
       }
     })
   ]
