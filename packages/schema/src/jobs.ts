@@ -72,12 +72,17 @@ export const webhookBatchSize = 16
 export const webhookBatchMinimum = 4
 /**
  * Slots one endpoint may hold in one worker process, of the batch queue's 8 and the single queue's
- * 64, unless it has been answering quickly (the worker's `endpointPace`): a receiver that hangs
- * holds each for 10 s, and an endpoint that has its share gets its next jobs held back (delayed, no
- * attempt spent) so the other agencies' deliveries keep slots of their own.
+ * 64 (the worker's `endpointPace` and `singleSlots`): a receiver that hangs holds each for 10 s, and
+ * an endpoint that has its share gets its next jobs held back (delayed, no attempt spent) so the
+ * other agencies' deliveries keep slots of their own. An endpoint that has been answering quickly
+ * gets more: every batch slot (capped at 6, the held-back batches of one receiver's backlog cost a
+ * quarter of its rate, `pnpm bench:notifications`) and 48 single ones. Endpoints that are slow share
+ * `webhookSinglesForSlowEndpoints` between them.
  */
 export const webhookBatchesPerEndpoint = 4
 export const webhookSinglesPerEndpoint = 16
+export const webhookSinglesPerQuickEndpoint = 48
+export const webhookSinglesForSlowEndpoints = 32
 
 /** The same ids in any order: the same key. */
 const setKey = (ids: string[]) => createHash('sha256').update([...ids].sort().join(',')).digest('hex').slice(0, 32)

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
 import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliveryEnded, endpointPace, endpointSlots, expireShares, loadWorkerConfig, remindShares, removeQueues, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { createQueues, deliverWebhook, deliveryEnded, endpointPace, expireShares, loadWorkerConfig, remindShares, removeQueues, singleSlots, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue, UnrecoverableError, Worker } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
@@ -354,15 +354,19 @@ t.test('an endpoint\'s pace and its single slots, as the worker holds jobs back'
   t.notOk(pace.quick('a', now + 60), 'still slow for forMs, whatever answers quickly meanwhile')
   t.notOk(pace.slow('a', now + 1100), 'then forgotten')
 
-  const slots = endpointSlots()
-  const first = slots.take('a', 2, now)
-  t.ok(first !== undefined && slots.take('a', 2, now + 10) !== undefined, 'two of two')
-  t.equal(slots.take('a', 2, now + 20), undefined, 'a third is refused: its job is held back')
-  t.ok(slots.take('b', 2, now + 20) !== undefined, 'another endpoint has slots of its own')
-  t.notOk(slots.stuck('a', 100, now + 99), 'none in flight for 100 ms yet')
-  t.ok(slots.stuck('a', 100, now + 100), 'then stuck')
-  slots.give('a', first ?? { started: 0 })
-  t.ok(slots.take('a', 2, now + 120) !== undefined, 'a slot given back is taken again')
+  // Single slots: 2 an endpoint (3 if quick), 3 in all for the slow ones, here.
+  const slots = singleSlots(endpointPace(100, 1000), { perEndpoint: 2, quick: 3, slowInAll: 3 })
+  const slotOf = (taken: ReturnType<typeof slots.take>) => 'slot' in taken ? taken.slot : undefined
+  const first = slotOf(slots.take('b', now))
+  t.ok(first !== undefined && slotOf(slots.take('b', now)) !== undefined, 'two of two for an endpoint not yet known')
+  t.same(slots.take('b', now + 10), { holdMs: 50 }, 'a third is held back a moment')
+  t.ok(slotOf(slots.take('c', now + 10)) !== undefined, 'another endpoint has slots of its own')
+  t.match(slots.take('b', now + 100), { holdMs: 1000 }, 'once one of its jobs has run for slowAfterMs, longer')
+  t.equal(slotOf(slots.take('c', now + 110)), undefined, 'and the slow ones (b with 2, c now stuck too) have their 3 in all')
+  for (let i = 0; i < 2; i++) slots.take('b', now + 120)
+  t.match(slots.take('b', now + 130), { holdMs: 3000 }, 'the more of its jobs held back lately, the longer (4 in 2 s: 1 s and 2 more)')
+  if (first !== undefined) slots.give(first)
+  t.ok(slotOf(slots.take('d', now + 140)) !== undefined, 'an endpoint not slow is not held back by the slow ones')
 })
 
 t.test('end to end: shares made while the worker was away go out in a batch; a refused first attempt is retried on its own and arrives', async (t) => {

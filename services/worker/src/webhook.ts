@@ -11,7 +11,7 @@
 import { createHmac } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookBatchesPerEndpoint, webhookDeliveries, webhooks, webhookUrlProblem } from '@haven/schema'
+import { type Db, type OutboxType, publicOnlyLookup, queueOf, rowsOf, type Urgency, uuidPattern, webhookBatchesPerEndpoint, webhookDeliveries, webhookSinglesForSlowEndpoints, webhookSinglesPerEndpoint, webhookSinglesPerQuickEndpoint, webhooks, webhookUrlProblem } from '@haven/schema'
 import { and, eq, isNull, sql } from 'drizzle-orm'
 import { batched } from './batch.ts'
 import { notifyWebhookDisabled } from './fanout.ts'
@@ -234,28 +234,48 @@ export function endpointPace (slowAfterMs = 1000, forMs = 60_000) {
 }
 export type EndpointPace = ReturnType<typeof endpointPace>
 
+interface Slot { webhookId: string, started: number }
+
 /**
- * Single jobs in flight per endpoint in this process. `take` answers undefined when the endpoint
- * already has `limit` (its job is then held back, see the worker), else a slot to `give` back.
+ * The single-job slots of the webhook queue, per endpoint, in this process. An endpoint holds at
+ * most `perEndpoint` (`quick` if it has been answering quickly and none of its jobs is stuck); the
+ * slow ones (slow lately, or one of their jobs in flight for `pace.slowAfterMs`) hold at most
+ * `slowInAll` between them, so that several receivers hanging at once still leave the others slots.
+ * A job refused a slot is held back (see the worker) for `holdMs`: 50 ms for an endpoint not known
+ * to be slow, else 1 s more for every `perEndpoint` of its jobs refused in the last 2 s, up to 10 s,
+ * so a long backlog to a hanging receiver costs Redis about a tenth of its jobs a second.
  */
-export function endpointSlots () {
-  const held = new Map<string, Set<{ started: number }>>()
+export function singleSlots (pace: EndpointPace, limits = { perEndpoint: webhookSinglesPerEndpoint, quick: webhookSinglesPerQuickEndpoint, slowInAll: webhookSinglesForSlowEndpoints }) {
+  const held = new Map<string, Set<Slot>>()
+  const refused = new Map<string, number[]>()
+  const stuck = (webhookId: string, now: number) => [...(held.get(webhookId) ?? [])].some((slot) => now - slot.started >= pace.slowAfterMs)
+  const slow = (webhookId: string, now: number) => pace.slow(webhookId, now) || stuck(webhookId, now)
   return {
-    take (webhookId: string, limit: number, now = Date.now()): { started: number } | undefined {
-      const slots = held.get(webhookId) ?? new Set()
-      if (slots.size >= limit) return undefined
-      const slot = { started: now }
-      slots.add(slot)
-      held.set(webhookId, slots)
-      return slot
+    take (webhookId: string, now = Date.now()): { slot: Slot } | { holdMs: number } {
+      const mine = held.get(webhookId) ?? new Set<Slot>()
+      const isSlow = slow(webhookId, now)
+      const limit = !isSlow && pace.quick(webhookId, now) ? limits.quick : limits.perEndpoint
+      const slowInFlight = isSlow ? [...held].reduce((sum, [id, slots]) => sum + (slow(id, now) ? slots.size : 0), 0) : 0
+      if (mine.size < limit && (!isSlow || slowInFlight < limits.slowInAll)) {
+        const slot = { webhookId, started: now }
+        mine.add(slot)
+        held.set(webhookId, mine)
+        return { slot }
+      }
+      if (!isSlow) return { holdMs: 50 }
+      const recent = (refused.get(webhookId) ?? []).filter((at) => now - at < 2000)
+      recent.push(now)
+      refused.set(webhookId, recent)
+      return { holdMs: Math.min(webhookTimeoutMs, 1000 * (1 + Math.floor(recent.length / limits.perEndpoint))) }
     },
-    give (webhookId: string, slot: { started: number }) {
-      const slots = held.get(webhookId)
+    give (slot: Slot) {
+      const slots = held.get(slot.webhookId)
       slots?.delete(slot)
-      if (slots?.size === 0) held.delete(webhookId)
-    },
-    /** Whether one of the endpoint's single jobs has been in flight for `ms` or more. */
-    stuck: (webhookId: string, ms: number, now = Date.now()) => [...(held.get(webhookId) ?? [])].some((slot) => now - slot.started >= ms)
+      if (slots?.size === 0) {
+        held.delete(slot.webhookId)
+        refused.delete(slot.webhookId)
+      }
+    }
   }
 }
 
@@ -270,14 +290,16 @@ export function endpointSlots () {
  * process has run for `slowAfterMs`, and for `slowForMs` after such a batch ends: its batches are
  * then handed over whole as single jobs (64 slots, one per delivery, at most
  * `webhookSinglesPerEndpoint` of them to one endpoint), as every delivery was before batches. And
- * unless it is known to answer quickly (`pace`), an endpoint runs at most `perEndpoint` batches at
- * once in this process: before any had run for `slowAfterMs`, a hanging endpoint with a backlog
- * took all 8 slots for 10 s. A batch beyond that answers 'busy', and the worker holds its job back
- * a moment. A quick endpoint gets every slot: capped always, one receiver's backlog went out at
- * half the rate (`pnpm bench:notifications`).
+ * an endpoint runs at most `perEndpoint` batches at once in this process, `perQuickEndpoint` (by
+ * default no limit) if it has been answering quickly (`pace`): before any had run for
+ * `slowAfterMs`, a hanging endpoint with a backlog took all 8 slots for 10 s. A batch beyond that
+ * answers 'busy', and the worker holds its job back a moment. Capped at 4 always, one quick
+ * receiver's backlog went out at half the rate (`pnpm bench:notifications`); at 6, at three
+ * quarters. So a quick endpoint that starts to hang can still take every batch slot for one round
+ * of 10 s, until its batches are seen to be slow.
  */
-export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number, perEndpoint?: number, pace?: EndpointPace }) {
-  const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000, perEndpoint = webhookBatchesPerEndpoint } = options
+export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number, perEndpoint?: number, perQuickEndpoint?: number, pace?: EndpointPace }) {
+  const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000, perEndpoint = webhookBatchesPerEndpoint, perQuickEndpoint = Infinity } = options
   const pace = options.pace ?? endpointPace(slowAfterMs, slowForMs)
   const running = new Map<string, Set<{ started: number }>>()
   return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<'busy' | undefined> => {
@@ -287,7 +309,7 @@ export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: Batc
       await handOver.single(webhookId, deliveryIds)
       return
     }
-    if (batches.size >= perEndpoint && !pace.quick(webhookId, mine.started)) return 'busy'
+    if (batches.size >= (pace.quick(webhookId, mine.started) ? perQuickEndpoint : perEndpoint)) return 'busy'
     batches.add(mine)
     running.set(webhookId, batches)
     let results: PromiseSettledResult<'delivered' | 'skipped' | 'attempted'>[]
@@ -296,8 +318,9 @@ export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: Batc
     } finally {
       batches.delete(mine)
       if (batches.size === 0) running.delete(webhookId)
-      pace.ended(webhookId, mine.started)
     }
+    // Its pace, if it made a POST (a batch of deliveries already attempted makes none).
+    if (results.some((result) => result.status === 'fulfilled' ? result.value === 'delivered' : attemptFailed(result.reason))) pace.ended(webhookId, mine.started)
     const again: string[] = []
     let unexpected: unknown
     results.forEach((result, i) => {

@@ -3,7 +3,7 @@
  * webhooks), the reminder and expiry sweeper, the audit sealer, and metrics. Shutdown order: stop taking work (relay,
  * sweeper, queue workers — these finish their jobs in flight), then queues, Redis and the database.
  */
-import { type Database, type JobName, type JobPayloads, openDatabase, queueOf, webhookSinglesPerEndpoint } from '@haven/schema'
+import { type Database, type JobName, type JobPayloads, openDatabase, queueOf } from '@haven/schema'
 import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { createTransport } from 'nodemailer'
@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { attemptFailed, deliverWebhook, deliveryEnded, endpointPace, endpointSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
+import { attemptFailed, deliverWebhook, deliveryEnded, endpointPace, singleSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
 import { workInHand } from './work.ts'
 
 export interface RunningWorker {
@@ -39,7 +39,10 @@ const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts 
  * frees its slot: BullMQ's DelayedError.
  */
 async function holdBack (job: Job, token: string | undefined, ms: number): Promise<never> {
-  await job.moveToDelayed(Date.now() + ms * (1 + Math.random()), token)
+  const lock = token ?? job.token
+  // Without its lock's token BullMQ would move the job unchecked and leave the lock behind.
+  if (lock === undefined) throw new Error('a job held back without its lock token')
+  await job.moveToDelayed(Date.now() + ms * (1 + Math.random()), lock)
   throw new DelayedError()
 }
 
@@ -79,9 +82,8 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   // worker starting with a backlog of 1,000 shares used to seal their 2,000 audit events beside its
   // first fan-outs and deliveries, and delivered about a tenth slower (`pnpm bench:notifications`).
   const work = workInHand()
-  // One endpoint's share of the webhook queues' slots (jobs.ts): a job beyond it is held back, for
-  // a moment, or for a second or two once the endpoint is slow. An endpoint known to answer quickly
-  // is not held back, unless one of its single jobs has been stuck for a second.
+  // One endpoint's share of the webhook queues' slots (jobs.ts, webhook.ts): a job beyond it is
+  // held back, for a moment, or for longer once the endpoint is slow.
   const pace = endpointPace()
   const runBatch = webhookBatchRunner(webhookDeps, {
     pace,
@@ -91,7 +93,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     },
     onFailed: () => { metrics.failed('webhook') }
   })
-  const singleSlots = endpointSlots()
+  const slots = singleSlots(pace)
   const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job, token?: string) => Promise<unknown>) =>
     new Worker(queueOf[name].name, async (job: Job, token?: string) => await work.track(async () => await handler(job.data as JobPayloads[N], job, token)), {
       connection: consumer,
@@ -121,10 +123,9 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     }),
     consume('webhook.deliver', async ({ deliveryId, generation, webhookId }, job, token) => {
       // Jobs queued without their endpoint are not held back.
-      const endpoint = webhookId ?? ''
-      const stuck = singleSlots.stuck(endpoint, pace.slowAfterMs)
-      const slot = singleSlots.take(endpoint, webhookId === undefined || (pace.quick(endpoint) && !stuck) ? Infinity : webhookSinglesPerEndpoint)
-      if (slot === undefined) await holdBack(job, token, pace.slow(endpoint) || stuck ? 1000 : 50)
+      const taken = webhookId !== undefined ? slots.take(webhookId) : undefined
+      if (taken !== undefined && 'holdMs' in taken) await holdBack(job, token, taken.holdMs)
+      const slot = taken !== undefined && 'slot' in taken ? taken.slot : undefined
       const started = Date.now()
       const attempted = () => { if (webhookId !== undefined) pace.ended(webhookId, started) }
       try {
@@ -136,7 +137,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
         if (deliveryEnded(error)) throw new UnrecoverableError((error as Error).message)
         throw error
       } finally {
-        if (slot !== undefined) singleSlots.give(endpoint, slot)
+        if (slot !== undefined) slots.give(slot)
       }
     })
   ]
