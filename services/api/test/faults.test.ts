@@ -5,7 +5,7 @@
  */
 import { sql, webhookDeliveries } from '@haven/schema'
 import { eq } from 'drizzle-orm'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { freePort, ownRedis, startReceiver, startSmtp, spawnWorker, startTestWorker } from './channels.ts'
 import { buildHarness, freshDatabaseUrl, type Harness, makeAgency, referralBodies, signedIn, waitFor } from './helper.ts'
 
@@ -15,6 +15,18 @@ async function agencyWithWebhook (h: Harness, url: string, events = ['share.crea
   const res = await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url, events } })
   if (res.statusCode !== 201) throw new Error(res.body)
   return { ngo, admin, webhookId: res.json<{ id: string }>().id }
+}
+
+/** A database, the API, a worker in this process, a police referrer, and an agency with a webhook to each URL. */
+async function deliveryScene (t: Test, urls: string[]) {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  await startTestWorker(t, { DATABASE_URL: databaseUrl })
+  const police = await makeAgency(h, { kind: 'police' })
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const agencies = []
+  for (const url of urls) agencies.push(await agencyWithWebhook(h, url))
+  return { h, referrer, agencies }
 }
 
 const byEventId = (received: { headers: Record<string, unknown> }[]) => {
@@ -109,17 +121,11 @@ t.test('Redis stopped while the API creates and answers shares: the API keeps an
 })
 
 t.test('a receiver that always fails, or hangs, backs off without slowing other agencies', async (t) => {
-  const databaseUrl = await freshDatabaseUrl(t)
   const good = await startReceiver(t)
   const failing = await startReceiver(t, () => 500)
   const hanging = await startReceiver(t, () => 'hang')
-  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
-  await startTestWorker(t, { DATABASE_URL: databaseUrl })
-  const police = await makeAgency(h, { kind: 'police' })
-  const referrer = await signedIn(h, ['referrer'], police.id)
-  const goodAgency = await agencyWithWebhook(h, good.url)
-  const failingAgency = await agencyWithWebhook(h, failing.url)
-  const hangingAgency = await agencyWithWebhook(h, hanging.url)
+  const { h, referrer, agencies: [goodAgency, failingAgency, hangingAgency] } = await deliveryScene(t, [good.url, failing.url, hanging.url])
+  if (goodAgency === undefined || failingAgency === undefined || hangingAgency === undefined) throw new Error('no agencies')
 
   const started = Date.now()
   for (let i = 0; i < 6; i++) {
@@ -144,15 +150,10 @@ t.test('a receiver that hangs with a backlog holds only its share of the slots: 
   // and batches, then (after 10 s) their retries as single jobs, far beyond the 64 single slots. An
   // endpoint holds at most 16 single and 4 batch slots in a worker (jobs.ts); the rest of its jobs
   // are held back.
-  const databaseUrl = await freshDatabaseUrl(t)
   const good = await startReceiver(t)
   const hanging = await startReceiver(t, () => 'hang')
-  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
-  await startTestWorker(t, { DATABASE_URL: databaseUrl })
-  const police = await makeAgency(h, { kind: 'police' })
-  const referrer = await signedIn(h, ['referrer'], police.id)
-  const goodAgency = await agencyWithWebhook(h, good.url)
-  const hangingAgency = await agencyWithWebhook(h, hanging.url)
+  const { h, referrer, agencies: [goodAgency, hangingAgency] } = await deliveryScene(t, [good.url, hanging.url])
+  if (goodAgency === undefined || hangingAgency === undefined) throw new Error('no agencies')
   const share = async (agencyId: string) => {
     const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
     const res = await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId } })
