@@ -72,7 +72,8 @@ export function createQueues (connection: Redis, prefix: string) {
     },
     async addWebhooks (deliveries: { id: string, generation: number, webhookId?: string }[]) {
       await this.addBulk('webhook.deliver', deliveries.map((d) => {
-        const payload = { deliveryId: d.id, generation: d.generation, ...(d.webhookId !== undefined ? { webhookId: d.webhookId } : {}) }
+        // Stored as JSON: a webhookId left undefined is left out.
+        const payload = { deliveryId: d.id, generation: d.generation, webhookId: d.webhookId }
         return { payload, jobId: jobIdOf['webhook.deliver'](payload) }
       }))
     },

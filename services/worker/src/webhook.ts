@@ -34,8 +34,6 @@ class DeliveryError extends Error {
 
 /** Whether an error from `deliverWebhook` ended the delivery: its job must not run again. */
 export const deliveryEnded = (error: unknown): boolean => error instanceof DeliveryError && error.ended
-/** Whether an error from `deliverWebhook` is a failed attempt (not the database failing around it). */
-export const attemptFailed = (error: unknown): boolean => error instanceof DeliveryError
 
 /** One POST; resolves with the status code of a 2xx answer, rejects otherwise. */
 async function post (url: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
@@ -130,7 +128,14 @@ export function webhookStore (db: Db) {
 }
 export type WebhookStore = ReturnType<typeof webhookStore>
 
-export interface WebhookDeps { db: Db, allowPrivate: boolean, store: WebhookStore, onDelivered?: (latencyMs: number) => void }
+export interface WebhookDeps {
+  db: Db
+  allowPrivate: boolean
+  store: WebhookStore
+  onDelivered?: (latencyMs: number) => void
+  /** Told how long each POST took, answered or not: how the endpoint has been answering. */
+  pace?: EndpointPace
+}
 
 /** Attempts a delivery gets in all, whichever jobs make them: the database counts them. */
 const maxAttempts = queueOf['webhook.deliver'].attempts
@@ -173,7 +178,9 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
   const body = JSON.stringify(webhookBody(facts))
   try {
     if (urlProblem !== null) throw new DeliveryError(`the URL ${urlProblem}`, null)
+    const sent = Date.now()
     const status = await post(webhook.url, { 'haven-event-id': facts.eventId, 'haven-signature': signatureHeader(webhook.secret, body) }, body, deps.allowPrivate)
+      .finally(() => { deps.pace?.ended(webhook.id, sent) })
     await deps.store.markDelivered({ id: deliveryId, statusCode: status })
     deps.onDelivered?.(Date.now() - facts.occurredAt.getTime())
     return 'delivered'
@@ -209,9 +216,8 @@ export interface BatchHandOver {
 }
 
 /**
- * How each endpoint has been answering, in this process: slow for `forMs` after an attempt at it (a
- * batch's POSTs, or one POST) took `slowAfterMs` or more, quick for `forMs` after one took less and
- * none since was slow.
+ * How each endpoint has been answering, in this process: slow for `forMs` after a POST to it took
+ * `slowAfterMs` or more, quick for `forMs` after one took less and none since was slow.
  */
 export function endpointPace (slowAfterMs = 1000, forMs = 60_000) {
   const slowUntil = new Map<string, number>()
@@ -219,7 +225,7 @@ export function endpointPace (slowAfterMs = 1000, forMs = 60_000) {
   const slow = (webhookId: string, now = Date.now()) => (slowUntil.get(webhookId) ?? 0) > now
   return {
     slowAfterMs,
-    /** An attempt at the endpoint that started at `startedAt` has ended. */
+    /** A POST to the endpoint that started at `startedAt` has ended, answered or not. */
     ended (webhookId: string, startedAt: number, now = Date.now()) {
       if (now - startedAt >= slowAfterMs) {
         slowUntil.set(webhookId, now + forMs)
@@ -298,9 +304,11 @@ export function singleSlots (pace: EndpointPace, limits = { perEndpoint: webhook
  * quarters. So a quick endpoint that starts to hang can still take every batch slot for one round
  * of 10 s, until its batches are seen to be slow.
  */
-export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number, perEndpoint?: number, perQuickEndpoint?: number, pace?: EndpointPace }) {
+export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: BatchHandOver, onFailed?: () => void, slowAfterMs?: number, slowForMs?: number, perEndpoint?: number, perQuickEndpoint?: number }) {
   const { handOver, onFailed, slowAfterMs = 1000, slowForMs = 60_000, perEndpoint = webhookBatchesPerEndpoint, perQuickEndpoint = Infinity } = options
-  const pace = options.pace ?? endpointPace(slowAfterMs, slowForMs)
+  // The worker's pace, which its single jobs feed too; a pace of the runner's own without one.
+  const pace = deps.pace ?? endpointPace(slowAfterMs, slowForMs)
+  const paced = { ...deps, pace }
   const running = new Map<string, Set<{ started: number }>>()
   return async ({ webhookId, deliveryIds }: { webhookId: string, deliveryIds: string[] }): Promise<'busy' | undefined> => {
     const mine = { started: Date.now() }
@@ -314,13 +322,11 @@ export function webhookBatchRunner (deps: WebhookDeps, options: { handOver: Batc
     running.set(webhookId, batches)
     let results: PromiseSettledResult<'delivered' | 'skipped' | 'attempted'>[]
     try {
-      results = await Promise.allSettled(deliveryIds.map(async (id) => await deliverWebhook(deps, id, { generation: 0, freshOnly: true })))
+      results = await Promise.allSettled(deliveryIds.map(async (id) => await deliverWebhook(paced, id, { generation: 0, freshOnly: true })))
     } finally {
       batches.delete(mine)
       if (batches.size === 0) running.delete(webhookId)
     }
-    // Its pace, if it made a POST (a batch of deliveries already attempted makes none).
-    if (results.some((result) => result.status === 'fulfilled' ? result.value === 'delivered' : attemptFailed(result.reason))) pace.ended(webhookId, mine.started)
     const again: string[] = []
     let unexpected: unknown
     results.forEach((result, i) => {

@@ -17,7 +17,7 @@ import { createQueues } from './queues.ts'
 import { startRelay } from './relay.ts'
 import { startSealer } from './sealer.ts'
 import { expireShares, redispatchDeliveries, remindShares } from './sweeper.ts'
-import { attemptFailed, deliverWebhook, deliveryEnded, endpointPace, singleSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
+import { deliverWebhook, deliveryEnded, endpointPace, singleSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
 import { workInHand } from './work.ts'
 
 export interface RunningWorker {
@@ -76,24 +76,23 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
     db: database.db,
     allowPrivate: config.webhookAllowPrivate,
     store: webhookStore(database.db),
-    onDelivered: (ms: number) => { metrics.delivered('webhook', ms) }
+    onDelivered: (ms: number) => { metrics.delivered('webhook', ms) },
+    // One endpoint's share of the webhook queues' slots (jobs.ts, webhook.ts) depends on its pace: a
+    // job beyond it is held back, for a moment, or for longer once the endpoint is slow.
+    pace: endpointPace()
   }
   // The audit sealer gives way to notification work in hand (sealer.ts, `yieldTo`). On 2 cores, a
   // worker starting with a backlog of 1,000 shares used to seal their 2,000 audit events beside its
   // first fan-outs and deliveries, and delivered about a tenth slower (`pnpm bench:notifications`).
   const work = workInHand()
-  // One endpoint's share of the webhook queues' slots (jobs.ts, webhook.ts): a job beyond it is
-  // held back, for a moment, or for longer once the endpoint is slow.
-  const pace = endpointPace()
   const runBatch = webhookBatchRunner(webhookDeps, {
-    pace,
     handOver: {
       retry: async (webhookId, ids) => { await queues.retryWebhooks(webhookId, ids) },
       single: async (webhookId, ids) => { await queues.addWebhooks(ids.map((id) => ({ id, generation: 0, webhookId }))) }
     },
     onFailed: () => { metrics.failed('webhook') }
   })
-  const slots = singleSlots(pace)
+  const slots = singleSlots(webhookDeps.pace)
   const consume = <N extends JobName>(name: N, handler: (payload: JobPayloads[N], job: Job, token?: string) => Promise<unknown>) =>
     new Worker(queueOf[name].name, async (job: Job, token?: string) => await work.track(async () => await handler(job.data as JobPayloads[N], job, token)), {
       connection: consumer,
@@ -126,12 +125,9 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       const taken = webhookId !== undefined ? slots.take(webhookId) : undefined
       if (taken !== undefined && 'holdMs' in taken) await holdBack(job, token, taken.holdMs)
       const slot = taken !== undefined && 'slot' in taken ? taken.slot : undefined
-      const started = Date.now()
-      const attempted = () => { if (webhookId !== undefined) pace.ended(webhookId, started) }
       try {
-        if (await deliverWebhook(webhookDeps, deliveryId, { final: isFinalAttempt(job), generation }) === 'delivered') attempted()
+        await deliverWebhook(webhookDeps, deliveryId, { final: isFinalAttempt(job), generation })
       } catch (error) {
-        if (attemptFailed(error)) attempted()
         metrics.failed('webhook')
         // Failed for good (the database counted its last attempt): no run of this job again.
         if (deliveryEnded(error)) throw new UnrecoverableError((error as Error).message)
