@@ -163,7 +163,11 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
 t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again tries nothing twice', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const failingEvents = new Set<string>()
-  const receiver = await startReceiver(t, (hook) => failingEvents.has(String(hook.headers['haven-event-id'])) ? 500 : 200)
+  const lateFailingEvents = new Set<string>()
+  const receiver = await startReceiver(t, (hook) => {
+    const eventId = String(hook.headers['haven-event-id'])
+    return failingEvents.has(eventId) ? 500 : lateFailingEvents.has(eventId) ? { status: 500, afterMs: 300 } : 200
+  })
   const slow = await startReceiver(t, () => ({ status: 200, afterMs: 800 }))
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
   const police = await makeAgency(h, { kind: 'police' })
@@ -265,6 +269,19 @@ t.test('first attempts go in batches per endpoint; a failed one goes on as a sin
   const [renewed] = await deliveries(webhookId, [{ generation: 1 }])
   t.equal(await deliverWebhook(deps, renewed?.id ?? '', { final: true, generation: 0 }), 'skipped')
   t.match((await rowsOf([renewed?.id ?? ''])).get(renewed?.id ?? ''), { status: 'pending', attempts: 0 }, 'the manual retry keeps every attempt')
+
+  // An attempt in flight when the delivery is retried by hand fails afterwards: it counts against
+  // the generation it was made for, not the retry's.
+  const [overtaken] = await deliveries(webhookId, [{ attempts: max - 1 }])
+  lateFailingEvents.add(overtaken?.eventId ?? '')
+  const [streakBefore] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhookId))
+  const inFlightAttempt = deliverWebhook(deps, overtaken?.id ?? '', { final: true, generation: 0 })
+  await waitFor(async () => receiver.received.some((hook) => hook.headers['haven-event-id'] === overtaken?.eventId) ? true : undefined, 5000, 'the POST')
+  await h.database.db.update(webhookDeliveries).set({ attempts: 0, generation: 1 }).where(eq(webhookDeliveries.id, overtaken?.id ?? ''))
+  await t.rejects(inFlightAttempt, /HTTP 500/)
+  t.match((await rowsOf([overtaken?.id ?? ''])).get(overtaken?.id ?? ''), { status: 'pending', attempts: 0, generation: 1, lastError: null }, 'the retry keeps every attempt')
+  const [streakAfter] = await h.database.db.select().from(webhooks).where(eq(webhooks.id, webhookId))
+  t.equal(streakAfter?.consecutiveFailures, streakBefore?.consecutiveFailures, 'nor does it count in the endpoint\'s streak')
 
   // On a Redis of the machine's, under a prefix of the test's own.
   const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })

@@ -187,10 +187,13 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
   } catch (error) {
     const failure = error instanceof DeliveryError ? error : new DeliveryError('delivery failed', null)
     failure.ended = await deps.db.transaction(async (tx) => {
+      // Counted against the generation it was made for: a manual retry while this POST was in flight
+      // starts afresh and keeps every attempt (a success is recorded whatever the generation).
       const [recorded] = await tx.update(webhookDeliveries).set({
         attempts: sql`${webhookDeliveries.attempts} + 1`, lastStatusCode: failure.statusCode, lastError: failure.message, lastAttemptAt: sql`now()`,
         status: sql`case when ${attempt.final === true} or ${webhookDeliveries.attempts} + 1 >= ${maxAttempts} then 'failed' else ${webhookDeliveries.status} end`
-      }).where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'))).returning({ status: webhookDeliveries.status })
+      }).where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), eq(webhookDeliveries.generation, row.generation)))
+        .returning({ status: webhookDeliveries.status })
       if (recorded?.status !== 'failed') return false
       const [updated] = await tx.update(webhooks).set({ consecutiveFailures: sql`${webhooks.consecutiveFailures} + 1` })
         .where(eq(webhooks.id, webhook.id)).returning({ failures: webhooks.consecutiveFailures })
