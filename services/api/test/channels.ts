@@ -41,7 +41,7 @@ export interface ReceivedHook { headers: IncomingMessage['headers'], body: strin
  * A webhook receiver; `answer` decides each response: a status code, `{ status, afterMs }` to answer
  * late, or 'hang' to never answer.
  */
-export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | { status: number, afterMs: number } = () => 200) {
+export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | { status: number, afterMs: number, headers?: Record<string, string> } = () => 200) {
   const received: ReceivedHook[] = []
   const hanging = new Set<() => void>()
   const server = createServer((request, response) => {
@@ -56,7 +56,7 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
         return
       }
       if (typeof status === 'number') response.writeHead(status).end()
-      else setTimeout(() => { response.writeHead(status.status).end() }, status.afterMs)
+      else setTimeout(() => { response.writeHead(status.status, status.headers).end() }, status.afterMs)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

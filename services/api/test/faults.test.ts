@@ -180,6 +180,8 @@ t.test('a receiver that hangs with a backlog holds only its share of the slots: 
   t.ok(whileRetriesHang < 3_000, `while its retries hang: the healthy agency's 19 within ${whileRetriesHang} ms`)
   const [spent] = await h.database.rows<{ most: number }>(sql`select max(attempts)::int as most from webhook_deliveries where webhook_id = ${hangingAgency.webhookId}`)
   t.ok((spent?.most ?? 0) <= 2, `a job held back spends no attempt: at most 2 attempts in ${Math.round((Date.now() - madeAt) / 1000)} s (${spent?.most})`)
+  const ended = await h.database.rows<{ error: string | null }>(sql`select distinct last_error as error from webhook_deliveries where webhook_id = ${hangingAgency.webhookId} and attempts > 0`)
+  t.same(ended.map((row) => row.error), ['no answer within 10 s'], 'each attempt ended by the 10 s timeout')
 })
 
 t.test('SIGTERM lets the delivery in flight finish, then the worker exits cleanly; metrics are served', async (t) => {

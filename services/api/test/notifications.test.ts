@@ -1,13 +1,26 @@
 import { createHmac } from 'node:crypto'
 import { randomUUID } from 'node:crypto'
-import { auditEvents, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
-import { createQueues, deliverWebhook, deliveryEnded, endpointPace, expireShares, loadWorkerConfig, remindShares, removeQueues, singleSlots, webhookBatchRunner, webhookStore } from '@haven/worker'
+import { lookup } from 'node:dns/promises'
+import { hostname } from 'node:os'
+import { auditEvents, isPublicAddress, notifications, outbox, publicOnlyLookup, queueOf, shares, webhookDeliveries, webhooks } from '@haven/schema'
+import { createQueues, deliverWebhook, deliveryEnded, endpointPace, expireShares, loadWorkerConfig, relayOutbox, remindShares, removeQueues, singleSlots, webhookBatchRunner, webhookStore } from '@haven/worker'
 import { Queue, UnrecoverableError, Worker } from 'bullmq'
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { Redis } from 'ioredis'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startReceiver, startSmtp, startTestWorker } from './channels.ts'
 import { buildHarness, freshDatabaseUrl, makeAgency, referralBodies, signedIn, waitFor } from './helper.ts'
+
+/**
+ * This machine's own name, which its hosts file maps to a loopback address: a host name that passes
+ * the URL's own checks but resolves to a private address. The test says so if it does not.
+ */
+async function privatelyResolvedName (t: Test) {
+  const name = hostname()
+  const addresses = await lookup(name, { all: true }).catch(() => [])
+  t.ok(addresses.length > 0 && addresses.every((a) => !isPublicAddress(a.address)), `this machine's name resolves to a private address only (${name}: ${addresses.map((a) => a.address).join(', ')}); the checks below need one`)
+  return name
+}
 
 t.test('a share reaches the recipient in-app, by email and by signed webhook, and the answer comes back', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
@@ -76,7 +89,7 @@ t.test('a share reaches the recipient in-app, by email and by signed webhook, an
   t.match(deliveries.json().items, [{ status: 'delivered', type: 'share.created', attempts: 1, lastStatusCode: 200 }])
 })
 
-t.test('expiry and reminders: the sweeper, through the state machine, exactly once', async (t) => {
+t.test('expiry and reminders: the sweeper, through the state machine, exactly once, to the people who must act', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl } })
   const police = await makeAgency(h, { kind: 'police' })
@@ -85,6 +98,10 @@ t.test('expiry and reminders: the sweeper, through the state machine, exactly on
   const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
   const late = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).json()
   const other = await makeAgency(h)
+  const policeCaseworker = await signedIn(h, ['caseworker'], police.id)
+  const policeAdmin = await signedIn(h, ['agency_admin'], police.id)
+  const ngoCaseworker = await signedIn(h, ['caseworker'], ngo.id)
+  const otherCaseworker = await signedIn(h, ['caseworker'], other.id)
   const halfway = (await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: other.id, respondWithinHours: 10 } })).json()
   await h.database.db.update(shares).set({ respondBy: sql`now() - interval '1 minute'` }).where(eq(shares.id, late.id))
   await h.database.db.update(shares).set({ createdAt: sql`now() - interval '6 hours'`, respondBy: sql`now() + interval '4 hours'` }).where(eq(shares.id, halfway.id))
@@ -99,6 +116,18 @@ t.test('expiry and reminders: the sweeper, through the state machine, exactly on
   t.equal((await remindShares(h.database)) + (await remindShares(h.database)), 1, 'one reminder, however often it sweeps')
   const messages = await h.database.db.select().from(outbox).where(sql`${outbox.payload}->>'referralId' = ${referral.id}`)
   t.same(messages.map((m) => m.type).filter((type) => type !== 'share.created').sort(), ['share.expired', 'share.reminder'])
+
+  // Routed (fanout.ts): the expiry to the origin's referrer and caseworkers, the reminder to the
+  // recipient's caseworkers; nobody else.
+  await startTestWorker(t, { DATABASE_URL: databaseUrl })
+  const heard = async (user: typeof referrer) =>
+    ((await user.request({ method: 'GET', url: '/v1/notifications' })).json().items as { type: string, shareId: string }[]).map((n) => `${n.type} ${n.shareId}`).sort()
+  await waitFor(async () => (await heard(otherCaseworker)).length === 2 && (await heard(policeCaseworker)).length === 1 && (await heard(ngoCaseworker)).length === 1 ? true : undefined, 15_000, 'the fan-out')
+  t.same(await heard(referrer), [`share.expired ${late.id}`], 'the referrer hears of the expiry')
+  t.same(await heard(policeCaseworker), [`share.expired ${late.id}`], 'so do the origin\'s caseworkers')
+  t.same(await heard(policeAdmin), [], 'its admins do not')
+  t.same(await heard(otherCaseworker), [`share.created ${halfway.id}`, `share.reminder ${halfway.id}`], 'the recipient\'s caseworkers are reminded')
+  t.same(await heard(ngoCaseworker), [`share.created ${late.id}`], 'the expired share\'s recipient hears nothing more')
 })
 
 t.test('webhook failures: retried, then failed and kept, retried by hand; an endpoint failing 5 times in a row is switched off', async (t) => {
@@ -158,6 +187,45 @@ t.test('webhook failures: retried, then failed and kept, retried by hand; an end
   t.same((await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).json().items.map((w: { status: string }) => w.status), ['disabled'], 'switched off again')
   const toldAgain = (await admin.request({ method: 'GET', url: '/v1/notifications' })).json().items
   t.same(toldAgain.map((n: { type: string }) => n.type), ['webhook.disabled', 'webhook.disabled'], 'told each time it is switched off')
+})
+
+t.test('the outbox relay: two at once share the messages without double work; a re-run hands over nothing new', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl } })
+  // No worker: the fan-out jobs stay in the queue to be counted (a prefix of the test's own).
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  const prefix = `test-relay-${randomUUID().slice(0, 8)}`
+  const queues = createQueues(connection, prefix)
+  const events = new Queue(queueOf['event.fanout'].name, { connection, prefix })
+  t.teardown(async () => {
+    await events.obliterate({ force: true })
+    await Promise.all([events.close(), queues.close()])
+    connection.disconnect()
+  })
+  const messages = async (count: number) => (await h.database.db.insert(outbox).values(Array.from({ length: count }, () => ({
+    type: 'share.created' as const, payload: { referralId: randomUUID(), shareId: randomUUID(), agencyId: randomUUID() }
+  }))).returning({ id: outbox.id })).map((row) => row.id)
+  const queued = async () => (await events.getJobs(['waiting'])).map((job) => (job.data as { outboxIds: string[] }).outboxIds)
+
+  // 300 messages, more than one claim (200) holds: two relays at once take them between them.
+  const first = await messages(300)
+  const [a, b] = await Promise.all([relayOutbox(h.database, queues), relayOutbox(h.database, queues)])
+  t.equal((a ?? 0) + (b ?? 0), 300, 'every message claimed once')
+  const handed = (await queued()).flat()
+  t.equal(handed.length, 300, 'and handed over once')
+  t.same(new Set(handed), new Set(first), 'each of them')
+  t.ok((await queued()).every((ids) => ids.length <= 50), 'in jobs of 50 at most')
+  t.equal(await relayOutbox(h.database, queues), 0, 'nothing is due again at once')
+
+  // As if the worker died before fanning them out: due again after the re-dispatch delay, the same
+  // messages make the same jobs, which Redis still holds.
+  const second = await messages(120)
+  t.equal(await relayOutbox(h.database, queues), 120)
+  const jobsBefore = (await queued()).length
+  await h.database.db.update(outbox).set({ relayedAt: sql`now() - interval '1 minute'` }).where(inArray(outbox.id, second))
+  t.equal(await relayOutbox(h.database, queues), 120, 'claimed again')
+  t.equal((await queued()).length, jobsBefore, 'but no job added twice')
+  t.equal((await queued()).flat().length, 420)
 })
 
 t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again tries nothing twice', async (t) => {
@@ -456,6 +524,9 @@ t.test('webhook registration: https and public targets only, own agency admins o
     t.equal(res.statusCode, 422, url)
     t.same(res.json().errors.map((e: { path: string }) => e.path), ['/body/url'])
   }
+  const named = await register(`https://${await privatelyResolvedName(t)}/hooks`)
+  t.equal(named.statusCode, 422, 'a host name that resolves to a private address')
+  t.same(named.json().errors, [{ path: '/body/url', message: 'resolves to a loopback, private or link-local address' }])
   t.equal((await register('https://93.184.215.14/hooks')).statusCode, 201, 'a public address')
   const list = await admin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })
   t.equal(list.statusCode, 200)
@@ -467,6 +538,13 @@ t.test('webhook registration: https and public targets only, own agency admins o
   t.equal((await register('https://93.184.215.14/hooks', otherAdmin)).statusCode, 403)
   t.equal((await otherAdmin.request({ method: 'GET', url: `/v1/agencies/${ngo.id}/webhooks` })).statusCode, 403)
   const id = list.json().items[0].id
+  const webhookUrl = `/v1/agencies/${ngo.id}/webhooks`
+  for (const [method, url] of [['GET', webhookUrl], ['POST', webhookUrl], ['DELETE', `${webhookUrl}/${id}`], ['GET', `${webhookUrl}/${id}/deliveries`],
+    ['POST', `${webhookUrl}/${id}/deliveries/${randomUUID()}/retry`]] as const) {
+    t.equal((await h.app.inject({ method, url, ...(method === 'POST' ? { payload: { url: 'https://93.184.215.14/x', events: ['share.created'] } } : {}) })).statusCode, 401, `${method} ${url} without a token`)
+  }
+  const unknownDelivery = await admin.request({ method: 'POST', url: `${webhookUrl}/${id}/deliveries/${randomUUID()}/retry` })
+  t.equal(unknownDelivery.statusCode, 404, 'retrying a delivery that does not exist')
   t.equal((await otherAdmin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 403)
   t.equal((await admin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 204)
   t.equal((await admin.request({ method: 'DELETE', url: `/v1/agencies/${ngo.id}/webhooks/${id}` })).statusCode, 404)
@@ -477,7 +555,7 @@ t.test('webhook registration: https and public targets only, own agency admins o
   t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: 'https://93.184.215.14/x', events: [] } })).statusCode, 400)
 })
 
-t.test('a delivery re-checks the address it connects to', async (t) => {
+t.test('a delivery re-checks the address it connects to, and follows no redirect', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const receiver = await startReceiver(t)
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
@@ -494,8 +572,27 @@ t.test('a delivery re-checks the address it connects to', async (t) => {
   // A name that resolves to loopback is refused on the connection itself (DNS rebinding).
   const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => { publicOnlyLookup(false)('localhost', {}, (error) => { resolve(error) }) })
   t.equal(refused?.code, 'EHAVENPRIVATE', 'the lookup hook refuses a loopback answer')
+  // An https URL whose host name passes the URL check, resolving to this machine: the delivery's
+  // own connection refuses it (without the hook it would reach the receiver's port and fail on TLS).
+  const registeredUrl = webhook.url as string
+  await h.database.db.update(webhooks).set({ url: `https://${await privatelyResolvedName(t)}:${new URL(receiver.url).port}/hooks` }).where(eq(webhooks.id, webhook.id))
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: false, store: webhookStore(h.database.db) }, delivery?.id ?? ''), /non-public address/, 'a name resolving to loopback is refused at delivery')
+  const [recorded] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, delivery?.id ?? ''))
+  t.match(recorded, { status: 'pending', lastError: 'the host resolves to a non-public address' })
   t.equal(receiver.received.length, 0, 'nothing was sent')
+  await h.database.db.update(webhooks).set({ url: registeredUrl }).where(eq(webhooks.id, webhook.id))
   t.equal(await deliverWebhook({ db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }, delivery?.id ?? ''), 'delivered', 'allowed only with HAVEN_WEBHOOK_ALLOW_PRIVATE')
+
+  // A redirect is a failed attempt: its target hears nothing.
+  const target = await startReceiver(t)
+  const redirecting = await startReceiver(t, () => ({ status: 302, afterMs: 0, headers: { location: target.url } }))
+  const moved = (await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: redirecting.url, events: ['share.created'] } })).json()
+  const [movedDelivery] = await h.database.db.insert(webhookDeliveries).values({ webhookId: moved.id, eventId: message?.id ?? '', type: 'share.created' }).returning()
+  await t.rejects(deliverWebhook({ db: h.database.db, allowPrivate: true, store: webhookStore(h.database.db) }, movedDelivery?.id ?? ''), /redirect 302 not followed/)
+  const [afterRedirect] = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.id, movedDelivery?.id ?? ''))
+  t.match(afterRedirect, { status: 'pending', attempts: 1, lastStatusCode: 302, lastError: 'redirect 302 not followed' })
+  t.equal(redirecting.received.length, 1)
+  t.equal(target.received.length, 0, 'the redirect is not followed')
 })
 
 t.test('notifications list: own only, newest first, paginated, unread filter', async (t) => {
@@ -514,5 +611,6 @@ t.test('notifications list: own only, newest first, paginated, unread filter', a
   t.same((await other.request({ method: 'GET', url: '/v1/notifications' })).json().items, [])
   t.equal((await caseworker.request({ method: 'GET', url: '/v1/notifications?unread=maybe' })).statusCode, 400)
   t.equal((await h.app.inject({ method: 'GET', url: '/v1/notifications' })).statusCode, 401)
+  t.equal((await h.app.inject({ method: 'POST', url: `/v1/notifications/${randomUUID()}/read` })).statusCode, 401)
   t.equal((await caseworker.request({ method: 'POST', url: '/v1/notifications/not-a-uuid/read' })).statusCode, 400)
 })

@@ -17,14 +17,18 @@ const batchSize = 200
 export async function relayOutbox (database: Database, queues: Queues, redispatchAfterSeconds = 30): Promise<number> {
   // Claimed and stamped in one short statement, then handed to Redis outside any transaction: a
   // Redis that hangs must not hold a transaction open (it would hold back the audit sealer's horizon).
+  // In outbox order (RETURNING has none of its own), so the same messages claimed again make the
+  // same jobs.
   const rows = await rowsOf<{ id: string }>(database.db, sql`
-    update outbox set relayed_at = now()
-    where id in (
-      select id from outbox
-      where processed_at is null and (relayed_at is null or relayed_at < now() - make_interval(secs => ${redispatchAfterSeconds}))
-      order by seq limit ${batchSize}
-      for update skip locked)
-    returning id`)
+    with claimed as (
+      update outbox set relayed_at = now()
+      where id in (
+        select id from outbox
+        where processed_at is null and (relayed_at is null or relayed_at < now() - make_interval(secs => ${redispatchAfterSeconds}))
+        order by seq limit ${batchSize}
+        for update skip locked)
+      returning id, seq)
+    select id from claimed order by seq`)
   if (rows.length === 0) return 0
   try {
     await queues.addFanout(rows.map((row) => row.id))
