@@ -5,6 +5,10 @@
  * a no-op for work Redis still holds). Several workers may sweep at once: each change is one
  * conditional UPDATE … RETURNING, so each share expires and is reminded exactly once.
  *
+ * It is a loop in every worker (every 5 s), not a BullMQ repeatable job, as the audit sealer is: shares
+ * go on expiring while Redis is down (their outbox rows wait for it), and the conditional UPDATEs
+ * already give what a queue's single scheduled run would.
+ *
  * - past half its response time, a pending share is reminded (outbox `share.reminder` to the recipient);
  * - past `respondBy`, a pending share expires through the state machine, with its `share.expire`
  *   audit event and outbox row (the origin is told).
