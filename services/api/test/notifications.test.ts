@@ -228,6 +228,38 @@ t.test('the outbox relay: two at once share the messages without double work; a 
   t.equal((await queued()).flat().length, 420)
 })
 
+t.test('two workers at once: each share reaches every channel once', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const smtp = await startSmtp(t)
+  const receiver = await startReceiver(t)
+  const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const prefix = `test-two-${randomUUID().slice(0, 8)}`
+  for (let i = 0; i < 2; i++) await startTestWorker(t, { DATABASE_URL: databaseUrl, SMTP_URL: smtp.url, HAVEN_QUEUE_PREFIX: prefix })
+  const police = await makeAgency(h, { kind: 'police' })
+  const ngo = await makeAgency(h)
+  const referrer = await signedIn(h, ['referrer'], police.id)
+  const caseworker = await signedIn(h, ['caseworker'], ngo.id)
+  const admin = await signedIn(h, ['agency_admin'], ngo.id)
+  t.equal((await admin.request({ method: 'POST', url: `/v1/agencies/${ngo.id}/webhooks`, payload: { url: receiver.url, events: ['share.created'] } })).statusCode, 201)
+  const count = 40
+  await Promise.all(Array.from({ length: count }, async () => {
+    const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+    t.equal((await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: ngo.id } })).statusCode, 201)
+  }))
+  const toNgo = () => smtp.messages.filter((m) => m.to.includes(ngo.contactEmail))
+  await waitFor(async () => receiver.received.length >= count && toNgo().length >= count ? true : undefined, 20_000, 'every webhook and email')
+  // Time for a second delivery of anything, had both workers taken it.
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  const eventIds = receiver.received.map((hook) => String(hook.headers['haven-event-id']))
+  t.equal(eventIds.length, count, 'one webhook a share')
+  t.equal(new Set(eventIds).size, count, 'each event once')
+  t.equal(toNgo().length, count, 'one email a share')
+  const [inApp] = await h.database.rows<{ n: number }>(sql`select count(*)::int as n from notifications where user_id = ${caseworker.user.id}`)
+  t.equal(inApp?.n, count, 'one notification a share for the caseworker')
+  const [processed] = await h.database.rows<{ n: number }>(sql`select count(*)::int as n from outbox where processed_at is not null`)
+  t.equal(processed?.n, count)
+})
+
 t.test('first attempts go in batches per endpoint; a failed one goes on as a single job; a batch run again tries nothing twice', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const failingEvents = new Set<string>()
