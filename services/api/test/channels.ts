@@ -76,7 +76,7 @@ function workerDataDir () {
 }
 
 /** A worker in this process on `databaseUrl`, with its own queue prefix and a fast sweeper. */
-export async function startTestWorker (t: Test, env: Record<string, string>) {
+export async function startTestWorker (t: Test, env: Record<string, string>, options: { backoffScale?: number } = {}) {
   const dataDir = workerDataDir()
   t.teardown(dataDir.remove)
   const config = loadWorkerConfig({
@@ -89,7 +89,7 @@ export async function startTestWorker (t: Test, env: Record<string, string>) {
     HAVEN_DATA_DIR: dataDir.path,
     ...env
   })
-  const worker = await startWorker(config, { sweepEveryMs: 200 })
+  const worker = await startWorker(config, { sweepEveryMs: 200, ...options })
   t.teardown(async () => {
     await worker.close()
     // Its queues, which would otherwise stay in the Redis it used (the machine's, for most tests).

@@ -3,7 +3,8 @@
  * a worker killed with SIGKILL in the middle of a delivery, Redis stopped while the API works,
  * and receivers that fail or hang.
  */
-import { sql, webhookDeliveries } from '@haven/schema'
+import { queueOf, sql, webhookDeliveries } from '@haven/schema'
+import { maxConsecutiveFailures } from '@haven/worker'
 import { eq } from 'drizzle-orm'
 import t, { type Test } from 'tap'
 import { freePort, ownRedis, startReceiver, startSmtp, spawnWorker, startTestWorker } from './channels.ts'
@@ -18,10 +19,10 @@ async function agencyWithWebhook (h: Harness, url: string, events = ['share.crea
 }
 
 /** A database, the API, a worker in this process, a police referrer, and an agency with a webhook to each URL. */
-async function deliveryScene (t: Test, urls: string[]) {
+async function deliveryScene (t: Test, urls: string[], workerOptions: { backoffScale?: number } = {}) {
   const databaseUrl = await freshDatabaseUrl(t)
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
-  await startTestWorker(t, { DATABASE_URL: databaseUrl })
+  await startTestWorker(t, { DATABASE_URL: databaseUrl }, workerOptions)
   const police = await makeAgency(h, { kind: 'police' })
   const referrer = await signedIn(h, ['referrer'], police.id)
   const agencies = []
@@ -143,6 +144,35 @@ t.test('a receiver that always fails, or hangs, backs off without slowing other 
   const gaps = failing.received.filter((hook) => hook.headers['haven-event-id'] === failing.received[0]?.headers['haven-event-id']).map((hook) => hook.at)
   t.ok(gaps.length >= 2 && (gaps[1] ?? 0) - (gaps[0] ?? 0) >= 400, 'with a backoff between attempts')
   t.ok(hanging.received.length >= 1, 'the hanging receiver was tried')
+})
+
+t.test('a receiver that always fails: its deliveries end as failed, its endpoint is switched off and its admins told once; the others go on', async (t) => {
+  // Retry delays a hundredth of the service's: the 9 attempts of about 4 minutes take a few seconds.
+  const good = await startReceiver(t)
+  const failing = await startReceiver(t, () => 500)
+  const { h, referrer, agencies: [goodAgency, failingAgency] } = await deliveryScene(t, [good.url, failing.url], { backoffScale: 0.01 })
+  if (goodAgency === undefined || failingAgency === undefined) throw new Error('no agencies')
+  for (let i = 0; i < 6; i++) {
+    const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()
+    for (const agency of [failingAgency, goodAgency]) {
+      await referrer.request({ method: 'POST', url: `/v1/referrals/${referral.id}/shares`, payload: { agencyId: agency.ngo.id } })
+    }
+  }
+  const rows = await waitFor(async () => {
+    const found = await h.database.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.webhookId, failingAgency.webhookId))
+    return found.length === 6 && found.every((row) => row.status === 'failed') ? found : undefined
+  }, 30_000, 'the failing receiver\'s deliveries to end')
+  const max = queueOf['webhook.deliver'].attempts
+  t.ok(rows.filter((row) => row.attempts === max && row.lastError === 'HTTP 500').length >= maxConsecutiveFailures, `at least ${maxConsecutiveFailures} failed after all ${max} attempts`)
+  t.ok(rows.every((row) => row.attempts === max || row.lastError === 'the endpoint is disabled or deleted'), 'the others ended when the endpoint was switched off')
+  const posts = byEventId(failing.received)
+  t.ok(rows.every((row) => (posts.get(row.eventId) ?? 0) === row.attempts), 'one POST an attempt, each counted')
+  const hooks = (await failingAgency.admin.request({ method: 'GET', url: `/v1/agencies/${failingAgency.ngo.id}/webhooks` })).json().items
+  t.same(hooks.map((hook: { status: string }) => hook.status), ['disabled'], 'the endpoint is switched off')
+  const told = (await failingAgency.admin.request({ method: 'GET', url: '/v1/notifications' })).json().items
+  t.same(told.map((n: { type: string }) => n.type), ['webhook.disabled'], 'its admin is told, once')
+  await waitFor(async () => good.received.length >= 6 ? true : undefined, 10_000, 'the healthy agency\'s deliveries')
+  t.same([...byEventId(good.received).values()], [1, 1, 1, 1, 1, 1], 'the healthy agency got each of its 6 once')
 })
 
 t.test('a receiver that hangs with a backlog holds only its share of the slots: another agency\'s deliveries go on', async (t) => {

@@ -1,6 +1,6 @@
 export { loadWorkerConfig, WorkerConfigError, type WorkerConfig } from './config.ts'
 export { startWorker, type RunningWorker } from './worker.ts'
-export { deliverWebhook, deliveryEnded, endpointPace, signatureHeader, singleSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
+export { deliverWebhook, deliveryEnded, endpointPace, maxConsecutiveFailures, signatureHeader, singleSlots, webhookBatchRunner, webhookStore } from './webhook.ts'
 export { expireShares, remindShares, redispatchDeliveries } from './sweeper.ts'
 export { relayOutbox } from './relay.ts'
 export { fanOut } from './fanout.ts'

@@ -7,9 +7,9 @@ export type Queues = ReturnType<typeof createQueues>
 /** Messages per fan-out job: one relay batch of 200 becomes four jobs, added in one round trip. */
 const fanoutChunk = 50
 
-const jobOptions = (name: JobName) => ({
+const jobOptions = (name: JobName, backoffScale: number) => ({
   attempts: queueOf[name].attempts,
-  backoff: { type: 'exponential' as const, delay: queueOf[name].backoffMs, jitter: 0.5 },
+  backoff: { type: 'exponential' as const, delay: queueOf[name].backoffMs * backoffScale, jitter: 0.5 },
   // A finished job is forgotten: the database records the work, and a deterministic id only has to
   // guard against doubles while the job is waiting, delayed or running. A failed one too: while
   // Redis held it, adding its id again added nothing, so work it left pending (its attempts spent
@@ -22,8 +22,10 @@ const jobOptions = (name: JobName) => ({
 /**
  * Producers for every queue, on a connection that fails fast while Redis is away (the callers keep
  * the work in the database and hand it over again later), never waiting on an offline queue.
+ * `backoffScale` multiplies every retry delay: 1 in service; a test that waits for a delivery's last
+ * attempt (about 4 minutes) makes it a few seconds.
  */
-export function createQueues (connection: Redis, prefix: string) {
+export function createQueues (connection: Redis, prefix: string, backoffScale = 1) {
   const queues = new Map<string, Queue>()
   const queueFor = (name: JobName) => {
     const settings = queueOf[name]
@@ -40,7 +42,7 @@ export function createQueues (connection: Redis, prefix: string) {
     /** Jobs with the queue's options, and any of a job's own (`opts`) on top. */
     async addBulk<N extends JobName> (name: N, jobs: { payload: JobPayloads[N], jobId: string, opts?: JobsOptions }[]): Promise<void> {
       if (jobs.length === 0) return
-      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name), ...job.opts, jobId: job.jobId } })))
+      await queueFor(name).addBulk(jobs.map((job) => ({ name, data: job.payload, opts: { ...jobOptions(name, backoffScale), ...job.opts, jobId: job.jobId } })))
     },
     async addFanout (outboxIds: string[]) {
       const chunks: string[][] = []
@@ -83,7 +85,8 @@ export function createQueues (connection: Redis, prefix: string) {
      * one backoff, then twice that, and so on).
      */
     async retryWebhooks (webhookId: string, deliveryIds: string[]) {
-      const { attempts, backoffMs } = queueOf['webhook.deliver']
+      const { attempts } = queueOf['webhook.deliver']
+      const backoffMs = queueOf['webhook.deliver'].backoffMs * backoffScale
       await this.addBulk('webhook.deliver', deliveryIds.map((id) => {
         const payload = { deliveryId: id, generation: 0, webhookId }
         return {

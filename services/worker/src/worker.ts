@@ -30,6 +30,8 @@ export interface WorkerOptions {
   database?: Database
   log?: Logger
   sweepEveryMs?: number
+  /** Multiplies every queue's retry delays (createQueues); for tests only. */
+  backoffScale?: number
 }
 
 const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1)
@@ -67,7 +69,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   })
   consumer.on('error', () => {})
 
-  const queues = createQueues(producer, config.queuePrefix)
+  const queues = createQueues(producer, config.queuePrefix, options.backoffScale)
   const metrics = createMetrics({ database, queues })
   const transport = config.smtpUrl !== undefined ? createTransport(config.smtpUrl) : undefined
   if (transport === undefined) log.info('SMTP_URL is not set: the email channel is off')
