@@ -38,10 +38,11 @@ export async function startSmtp (t: Test) {
 export interface ReceivedHook { headers: IncomingMessage['headers'], body: string, at: number }
 
 /**
- * A webhook receiver; `answer` decides each response: a status code, `{ status, afterMs }` to answer
- * late, or 'hang' to never answer.
+ * A webhook receiver; `answer` decides each response: a status code, `{ status, afterMs, headers }`
+ * to answer late (or with headers), a promise of a status to answer when the test says, or 'hang'
+ * to never answer.
  */
-export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | { status: number, afterMs: number, headers?: Record<string, string> } = () => 200) {
+export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => number | 'hang' | Promise<number> | { status: number, afterMs: number, headers?: Record<string, string> } = () => 200) {
   const received: ReceivedHook[] = []
   const hanging = new Set<() => void>()
   const server = createServer((request, response) => {
@@ -56,6 +57,7 @@ export async function startReceiver (t: Test, answer: (hook: ReceivedHook) => nu
         return
       }
       if (typeof status === 'number') response.writeHead(status).end()
+      else if (status instanceof Promise) void status.then((code) => { response.writeHead(code).end() })
       else setTimeout(() => { response.writeHead(status.status, status.headers).end() }, status.afterMs)
     })
   })
@@ -76,7 +78,7 @@ function workerDataDir () {
 }
 
 /** A worker in this process on `databaseUrl`, with its own queue prefix and a fast sweeper. */
-export async function startTestWorker (t: Test, env: Record<string, string>, options: { backoffScale?: number } = {}) {
+export async function startTestWorker (t: Test, env: Record<string, string>) {
   const dataDir = workerDataDir()
   t.teardown(dataDir.remove)
   const config = loadWorkerConfig({
@@ -89,7 +91,7 @@ export async function startTestWorker (t: Test, env: Record<string, string>, opt
     HAVEN_DATA_DIR: dataDir.path,
     ...env
   })
-  const worker = await startWorker(config, { sweepEveryMs: 200, ...options })
+  const worker = await startWorker(config, { sweepEveryMs: 200 })
   t.teardown(async () => {
     await worker.close()
     // Its queues, which would otherwise stay in the Redis it used (the machine's, for most tests).

@@ -19,10 +19,10 @@ async function agencyWithWebhook (h: Harness, url: string, events = ['share.crea
 }
 
 /** A database, the API, a worker in this process, a police referrer, and an agency with a webhook to each URL. */
-async function deliveryScene (t: Test, urls: string[], workerOptions: { backoffScale?: number } = {}) {
+async function deliveryScene (t: Test, urls: string[], workerEnv: Record<string, string> = {}) {
   const databaseUrl = await freshDatabaseUrl(t)
   const h = await buildHarness(t, { env: { DATABASE_URL: databaseUrl, HAVEN_WEBHOOK_ALLOW_PRIVATE: 'true' } })
-  await startTestWorker(t, { DATABASE_URL: databaseUrl }, workerOptions)
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, ...workerEnv })
   const police = await makeAgency(h, { kind: 'police' })
   const referrer = await signedIn(h, ['referrer'], police.id)
   const agencies = []
@@ -150,7 +150,7 @@ t.test('a receiver that always fails: its deliveries end as failed, its endpoint
   // Retry delays a hundredth of the service's: the 9 attempts of about 4 minutes take a few seconds.
   const good = await startReceiver(t)
   const failing = await startReceiver(t, () => 500)
-  const { h, referrer, agencies: [goodAgency, failingAgency] } = await deliveryScene(t, [good.url, failing.url], { backoffScale: 0.01 })
+  const { h, referrer, agencies: [goodAgency, failingAgency] } = await deliveryScene(t, [good.url, failing.url], { HAVEN_RETRY_DELAY_SCALE: '0.01' })
   if (goodAgency === undefined || failingAgency === undefined) throw new Error('no agencies')
   for (let i = 0; i < 6; i++) {
     const referral = (await referrer.request({ method: 'POST', url: '/v1/referrals', payload: referralBodies.child() })).json()

@@ -28,6 +28,11 @@ export interface WorkerConfig {
   /** Work still pending this long after it was handed to Redis is handed over again (Redis may have lost it). */
   redispatchAfterSeconds: number
   /**
+   * Multiplies every queue's retry delays (jobs.ts). 1: a webhook's 9 attempts span about 4 minutes;
+   * 15, about an hour, for receivers that go down for longer; tests make it a few seconds.
+   */
+  retryDelayScale: number
+  /**
    * Connections of the worker's PostgreSQL pool. Few: the deliveries share batched statements
    * (webhook.ts), and every new connection is a backend that plans each statement again. A worker
    * started on 1,000 shares delivered about a quarter faster with 3 than with 10 (`pnpm
@@ -64,6 +69,12 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) problems.push(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`)
     return Number(raw)
   }
+  const scale = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = text(name)
+    if (raw === undefined) return fallback
+    if (!/^\d+(\.\d+)?$/.test(raw) || Number(raw) < min || Number(raw) > max) problems.push(`${name} must be a number from ${min} to ${max} (got "${raw}")`)
+    return Number(raw)
+  }
   const smtpUrl = text('SMTP_URL')
   if (smtpUrl !== undefined && !/^smtps?:\/\//.test(smtpUrl)) problems.push('SMTP_URL must be an smtp:// or smtps:// URL')
   const allowPrivate = text('HAVEN_WEBHOOK_ALLOW_PRIVATE')
@@ -88,6 +99,7 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     queuePrefix: text('HAVEN_QUEUE_PREFIX') ?? 'haven',
     jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000),
     redispatchAfterSeconds: integer('HAVEN_REDISPATCH_AFTER_SECONDS', 30, 1, 3600),
+    retryDelayScale: scale('HAVEN_RETRY_DELAY_SCALE', 1, 0.01, 100),
     databaseConnections: integer('HAVEN_WORKER_DB_CONNECTIONS', 3, 1, 100)
   }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)

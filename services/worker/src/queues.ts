@@ -22,8 +22,7 @@ const jobOptions = (name: JobName, backoffScale: number) => ({
 /**
  * Producers for every queue, on a connection that fails fast while Redis is away (the callers keep
  * the work in the database and hand it over again later), never waiting on an offline queue.
- * `backoffScale` multiplies every retry delay: 1 in service; a test that waits for a delivery's last
- * attempt (about 4 minutes) makes it a few seconds.
+ * `backoffScale` multiplies every retry delay (HAVEN_RETRY_DELAY_SCALE).
  */
 export function createQueues (connection: Redis, prefix: string, backoffScale = 1) {
   const queues = new Map<string, Queue>()

@@ -17,8 +17,9 @@ const batchSize = 200
 export async function relayOutbox (database: Database, queues: Queues, redispatchAfterSeconds = 30): Promise<number> {
   // Claimed and stamped in one short statement, then handed to Redis outside any transaction: a
   // Redis that hangs must not hold a transaction open (it would hold back the audit sealer's horizon).
-  // In outbox order (RETURNING has none of its own), so the same messages claimed again make the
-  // same jobs.
+  // In outbox order (RETURNING has none of its own), so the same set of messages claimed again makes
+  // the same jobs. Another set (new messages among them, or a claim split between two relays) makes
+  // other jobs, which find the messages already processed.
   const rows = await rowsOf<{ id: string }>(database.db, sql`
     with claimed as (
       update outbox set relayed_at = now()

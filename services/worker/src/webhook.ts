@@ -167,7 +167,9 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
     ? undefined
     : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
   if (!row.webhook_active || facts === undefined) {
-    await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' }).where(eq(webhookDeliveries.id, deliveryId))
+    // As for a failed attempt: only the generation loaded (a manual retry meanwhile switched it on).
+    await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' })
+      .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), eq(webhookDeliveries.generation, row.generation)))
     return 'skipped'
   }
   const webhook = { id: row.webhook_id, agencyId: row.agency_id, url: row.url, secret: row.secret }

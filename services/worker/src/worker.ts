@@ -30,8 +30,6 @@ export interface WorkerOptions {
   database?: Database
   log?: Logger
   sweepEveryMs?: number
-  /** Multiplies every queue's retry delays (createQueues); for tests only. */
-  backoffScale?: number
 }
 
 const isFinalAttempt = (job: Job) => job.attemptsMade + 1 >= (job.opts.attempts ?? 1)
@@ -69,7 +67,7 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
   })
   consumer.on('error', () => {})
 
-  const queues = createQueues(producer, config.queuePrefix, options.backoffScale)
+  const queues = createQueues(producer, config.queuePrefix, config.retryDelayScale)
   const metrics = createMetrics({ database, queues })
   const transport = config.smtpUrl !== undefined ? createTransport(config.smtpUrl) : undefined
   if (transport === undefined) log.info('SMTP_URL is not set: the email channel is off')
