@@ -229,6 +229,26 @@ t.test('the outbox relay: two at once share the messages without double work; a 
   t.equal((await queued()).flat().length, 420)
 })
 
+t.test('a worker without SMTP_URL takes no email job: it waits for one with it', async (t) => {
+  const databaseUrl = await freshDatabaseUrl(t)
+  const prefix = `test-smtp-${randomUUID().slice(0, 8)}`
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix })
+  const connection = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null })
+  const emails = new Queue(queueOf['email.send'].name, { connection, prefix })
+  t.teardown(async () => {
+    await emails.close()
+    connection.disconnect()
+  })
+  // No delivery row: a worker that takes it finds nothing to send and completes it.
+  const job = await emails.add('email.send', { eventId: randomUUID(), agencyId: randomUUID() }, { jobId: `email-${randomUUID()}`, removeOnComplete: true })
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  t.equal(await job.getState(), 'waiting', 'left waiting by the worker without SMTP')
+  const smtp = await startSmtp(t)
+  await startTestWorker(t, { DATABASE_URL: databaseUrl, HAVEN_QUEUE_PREFIX: prefix, SMTP_URL: smtp.url })
+  const state = await waitFor(async () => { const now = await job.getState(); return now === 'waiting' || now === 'active' ? undefined : now }, 10_000, 'the worker with SMTP to take it')
+  t.equal(state, 'unknown', 'taken and completed (then removed) by the worker with SMTP')
+})
+
 t.test('two workers at once: each share reaches every channel once', async (t) => {
   const databaseUrl = await freshDatabaseUrl(t)
   const smtp = await startSmtp(t)

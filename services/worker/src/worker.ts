@@ -108,15 +108,17 @@ export async function startWorker (config: WorkerConfig, options: WorkerOptions 
       const outboxIds = Array.isArray(payload.outboxIds) ? payload.outboxIds : legacy !== undefined ? [legacy] : []
       return await fanOut({ database, queues, emailEnabled: transport !== undefined }, outboxIds)
     }),
-    consume('email.send', async (payload, job) => {
-      if (transport === undefined) return
+    // A worker that cannot send email takes no email job: it would complete it unsent, and the
+    // sweeper would hand the pending row over again every 30 s. Left to a worker with SMTP_URL (a
+    // fleet should have one setting; this one's fan-outs record no emails), or waiting in the queue.
+    ...(transport === undefined ? [] : [consume('email.send', async (payload, job) => {
       try {
         if (await sendEmail({ db: database.db, transport, from: config.emailFrom, publicUrl: config.publicUrl }, payload, isFinalAttempt(job)) === 'sent') metrics.delivered('email')
       } catch (error) {
         metrics.failed('email')
         throw error
       }
-    }),
+    })]),
     consume('webhook.deliverBatch', async (payload, job, token) => {
       if (await runBatch(payload) === 'busy') await holdBack(job, token, 50)
     }),
