@@ -23,7 +23,9 @@
  *    target;
  * 3. latency: N shares created through the API at a steady pace with the worker running; for each
  *    webhook, receipt time minus the event's commit time (occurredAt).
- * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL.
+ * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL. The
+ * worker and the raw run share this process's heap settings: production's are the worker's start
+ * script's flags, given through NODE_OPTIONS (bench/README.md, "the production flags").
  */
 import { fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
