@@ -28,8 +28,9 @@ export interface WorkerConfig {
   /** Work still pending this long after it was handed to Redis is handed over again (Redis may have lost it). */
   redispatchAfterSeconds: number
   /**
-   * Multiplies every queue's retry delays (jobs.ts). 1: a webhook's 9 attempts span about 4 minutes;
-   * 15, about an hour, for receivers that go down for longer; tests make it a few seconds.
+   * Multiplies every queue's retry delays (jobs.ts), fan-out and email too. 1: a webhook's 9 attempts
+   * span up to about 4 minutes; 15, up to about an hour, for receivers that go down for longer; tests
+   * make it a few seconds.
    */
   retryDelayScale: number
   /**
