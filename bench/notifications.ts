@@ -23,9 +23,15 @@
  *    target;
  * 3. latency: N shares created through the API at a steady pace with the worker running; for each
  *    webhook, receipt time minus the event's commit time (occurredAt).
- * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL. The
- * worker and the raw run share this process's heap settings: production's are the worker's start
- * script's flags, given through NODE_OPTIONS (bench/README.md, "the production flags").
+ * Runs against a fresh database on the PostgreSQL at DATABASE_URL and the Redis at REDIS_URL.
+ *
+ * BENCH_WORKER chooses the worker: `inline` (the default), a new worker in this process each round
+ * as above, under this process's heap settings (production's are the worker's start script's flags,
+ * which NODE_OPTIONS can give the whole process); or `process`, the worker as production runs it:
+ * its bundle (`pnpm build`) under its start script's flags, one process for the whole run, already
+ * connected and warm after round 1, frozen (SIGSTOP) while each round's shares are made and thawed
+ * (SIGCONT) at its window's start. Its rate "from the start" then runs from the thaw, and its CPU
+ * is that process's (this process's then goes to "rest").
  */
 import { fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -39,7 +45,7 @@ import { loadWorkerConfig, removeQueues, startWorker } from '@haven/worker'
 import { Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { hash } from '@node-rs/argon2'
-import { backendCpuSampler, cpuSecondsOf, createDatabase, machineCpuSeconds, percentile, redisUrl, round, say } from './harness.ts'
+import { backendCpuSampler, cpuSecondsOf, createDatabase, freePort, machineCpuSeconds, percentile, redisUrl, round, say, startScript, startService, waitUntilUp } from './harness.ts'
 import type { ReceiverMessage, ReceiverRequest } from './receiver.ts'
 
 const N = Number(process.env.BENCH_SHARES ?? 1000)
@@ -49,6 +55,8 @@ const concurrency = 8
 // many rounds after it with the raw run first as second.
 const roundCount = Number(process.env.BENCH_ROUNDS ?? 5)
 if (!Number.isInteger(roundCount) || roundCount < 2 || roundCount > 50) throw new Error('BENCH_ROUNDS must be a whole number from 2 to 50')
+const workerMode = process.env.BENCH_WORKER ?? 'inline'
+if (workerMode !== 'inline' && workerMode !== 'process') throw new Error('BENCH_WORKER must be inline or process')
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b)
   const middle = sorted.length / 2
@@ -253,6 +261,19 @@ async function main () {
   const workerConfig = loadWorkerConfig({ ...env, HAVEN_METRICS_PORT: '0', HAVEN_QUEUE_PREFIX: `bench-${Date.now()}` })
   // The worker's queues under this run's prefix, which would otherwise stay in Redis.
   cleanup.push(async () => { await removeQueues(redisUrl, workerConfig.queuePrefix) })
+  /** BENCH_WORKER=process: the worker's own process, up (its metrics answer) and idle. */
+  const workerProcess = workerMode === 'process'
+    ? await (async () => {
+      const metricsPort = await freePort()
+      const service = startService('worker', 'services/worker', { ...env, HAVEN_METRICS_PORT: String(metricsPort), HAVEN_QUEUE_PREFIX: workerConfig.queuePrefix }, dataDir)
+      cleanup.push(async () => {
+        service.child.kill('SIGCONT')
+        await service.stop()
+      })
+      await waitUntilUp(service, `http://127.0.0.1:${metricsPort}/metrics`)
+      return service
+    })()
+    : undefined
   /**
    * Resolves once `count` events' webhooks have arrived since the last take (the receiver answers
    * then; it counts an event once). A wait given up (deadline, interruption) ends the bench: its
@@ -274,9 +295,12 @@ async function main () {
   // machine: the kernel's work charged to no process, PostgreSQL's background processes (the WAL
   // writer), anything else running here.
   const redisPid = await localRedisPid()
-  const cpuNow = () => ({ at: performance.now(), machine: machineCpuSeconds(), node: process.cpuUsage(), receiver: cpuSecondsOf(receiver.pid ?? 0), redis: cpuSecondsOf(redisPid) })
-  const cpuBetween = (before: ReturnType<typeof cpuNow>, after: ReturnType<typeof cpuNow>, postgres = 0): Cpu => {
-    const node = (after.node.user - before.node.user + after.node.system - before.node.system) / 1e6
+  const cpuNow = () => ({
+    at: performance.now(), machine: machineCpuSeconds(), node: process.cpuUsage(), worker: cpuSecondsOf(workerProcess?.pid ?? 0), receiver: cpuSecondsOf(receiver.pid ?? 0), redis: cpuSecondsOf(redisPid)
+  })
+  /** `node`: this process's CPU, or with `ofWorkerProcess` the worker process's. */
+  const cpuBetween = (before: ReturnType<typeof cpuNow>, after: ReturnType<typeof cpuNow>, postgres = 0, ofWorkerProcess = false): Cpu => {
+    const node = ofWorkerProcess ? after.worker - before.worker : (after.node.user - before.node.user + after.node.system - before.node.system) / 1e6
     const part = { node, receiver: after.receiver - before.receiver, postgres, redis: after.redis - before.redis }
     const machine = after.machine - before.machine
     return { ...part, rest: Math.max(0, machine - part.node - part.receiver - part.postgres - part.redis), busyCores: machine / ((after.at - before.at) / 1000) }
@@ -292,16 +316,17 @@ async function main () {
     await backends.start()
     const cpuBefore = cpuNow()
     const started = Date.now()
-    const worker = await startWorker(workerConfig)
+    workerProcess?.child.kill('SIGCONT')
+    const worker = workerProcess === undefined ? await startWorker(workerConfig) : undefined
     let cpu: Cpu
     try {
       await waitForDeliveries(N)
       const cpuAfter = cpuNow()
       // Its backends, before they close with it (a few milliseconds after the window).
       await backends.sample()
-      cpu = cpuBetween(cpuBefore, cpuAfter, backends.total())
+      cpu = cpuBetween(cpuBefore, cpuAfter, backends.total(), workerProcess !== undefined)
     } finally {
-      await worker.close()
+      await worker?.close()
     }
     const times = (await takeDeliveries()).map((r) => r.at)
     return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started, cpu }
@@ -319,6 +344,11 @@ async function main () {
   for (let number = 1; number <= roundCount; number++) {
     checkInterrupted()
     say(`round ${number}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
+    if (workerProcess !== undefined) {
+      // The last round's last writes (its deliveries marked) before it is frozen.
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      workerProcess.child.kill('SIGSTOP')
+    }
     await createShares(N)
     const rawFirst = number % 2 === 1
     const rawBefore = rawFirst ? await rawRun() : undefined
@@ -337,7 +367,7 @@ async function main () {
       cpuMsPerDelivery: perItem(drained.cpu),
       cpuMsPerRawJob: perItem(raw.cpu)
     })
-    say(`  from the worker's start ${drained.rate.toFixed(0)} deliveries/s (first at ${drained.firstMs} ms), raw BullMQ ${raw.rate.toFixed(0)} jobs/s: ${ratio.toFixed(2)}; 10th to 90th percentile ${drained.steadyRate.toFixed(0)}/s against ${raw.steadyRate.toFixed(0)}/s: ${steadyRatio.toFixed(2)}`)
+    say(`  from the worker's ${workerProcess === undefined ? 'start' : 'thaw'} ${drained.rate.toFixed(0)} deliveries/s (first at ${drained.firstMs} ms), raw BullMQ ${raw.rate.toFixed(0)} jobs/s: ${ratio.toFixed(2)}; 10th to 90th percentile ${drained.steadyRate.toFixed(0)}/s against ${raw.steadyRate.toFixed(0)}/s: ${steadyRatio.toFixed(2)}`)
     say(`  CPU a delivery ${describeCpu(perItem(drained.cpu))}; a raw job ${describeCpu(perItem(raw.cpu))}`)
   }
   const warm = rounds.slice(1)
@@ -346,7 +376,8 @@ async function main () {
   checkInterrupted()
   say(`latency: creating ${N} shares with the worker running…`)
   const [phase] = await database.rows<{ started: string }>(sql`select now()::text as started`)
-  const worker = await startWorker(workerConfig)
+  workerProcess?.child.kill('SIGCONT')
+  const worker = workerProcess === undefined ? await startWorker(workerConfig) : undefined
   const apiStarted = performance.now()
   let apiRate: number
   try {
@@ -354,7 +385,7 @@ async function main () {
     apiRate = (2 * N) / ((performance.now() - apiStarted) / 1000)
     await waitForDeliveries(N)
   } finally {
-    await worker.close()
+    await worker?.close()
   }
   const latencies = (await takeDeliveries()).map((r) => r.at - r.occurredAt)
   const enqueue = await database.rows<{ ms: number }>(sql`
@@ -365,6 +396,7 @@ async function main () {
   const results = {
     when: new Date().toISOString(),
     shares: N,
+    worker: workerMode === 'process' ? { mode: workerMode, nodeFlags: startScript('services/worker').flags } : { mode: workerMode, nodeOptions: process.env.NODE_OPTIONS ?? '' },
     rounds,
     firstRoundRatioToRawBullmq: rounds[0]?.ratio,
     firstRoundSteadyRatioToRawBullmq: rounds[0]?.steadyRatio,
