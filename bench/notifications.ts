@@ -80,8 +80,8 @@ const perItem = (cpu: Cpu) => {
 }
 const medianCpu = (items: ReturnType<typeof perItem>[]) =>
   Object.fromEntries([...cpuParts, 'total' as const, 'busyCores' as const].map((part) => [part, round(median(items.map((item) => item[part])), 3)]))
-const describeCpu = (ms: ReturnType<typeof perItem>) =>
-  `${ms.total.toFixed(2)} ms (this process ${ms.node.toFixed(2)}, receiver ${ms.receiver.toFixed(2)}, PostgreSQL ${ms.postgres.toFixed(2)}, Redis ${ms.redis.toFixed(2)}, rest ${ms.rest.toFixed(2)}; ${ms.busyCores.toFixed(2)} of ${availableParallelism()} cores busy)`
+const describeCpu = (ms: ReturnType<typeof perItem>, node = 'this process') =>
+  `${ms.total.toFixed(2)} ms (${node} ${ms.node.toFixed(2)}, receiver ${ms.receiver.toFixed(2)}, PostgreSQL ${ms.postgres.toFixed(2)}, Redis ${ms.redis.toFixed(2)}, rest ${ms.rest.toFixed(2)}; ${ms.busyCores.toFixed(2)} of ${availableParallelism()} cores busy)`
 
 /** The pid of the Redis at REDIS_URL when it runs on this machine (its CPU is then counted), else 0. */
 async function localRedisPid (): Promise<number> {
@@ -368,7 +368,7 @@ async function main () {
       cpuMsPerRawJob: perItem(raw.cpu)
     })
     say(`  from the worker's ${workerProcess === undefined ? 'start' : 'thaw'} ${drained.rate.toFixed(0)} deliveries/s (first at ${drained.firstMs} ms), raw BullMQ ${raw.rate.toFixed(0)} jobs/s: ${ratio.toFixed(2)}; 10th to 90th percentile ${drained.steadyRate.toFixed(0)}/s against ${raw.steadyRate.toFixed(0)}/s: ${steadyRatio.toFixed(2)}`)
-    say(`  CPU a delivery ${describeCpu(perItem(drained.cpu))}; a raw job ${describeCpu(perItem(raw.cpu))}`)
+    say(`  CPU a delivery ${describeCpu(perItem(drained.cpu), workerProcess === undefined ? 'this process' : 'the worker\'s process')}; a raw job ${describeCpu(perItem(raw.cpu))}`)
   }
   const warm = rounds.slice(1)
   const rawBulk = await rawBullmq(true)
