@@ -65,8 +65,8 @@ const exitCodeOf = (signal: NodeJS.Signals) => signal === 'SIGINT' ? 130 : 143
  * A signal a second or more after the first quits at once. Once interrupted, a promise the run
  * leaves rejected (a query the drop ended) is no fault and does not end the process before the
  * clean-up does. (bench:notifications stops its run at its next step instead, see there: its
- * worker runs in the bench's process, and going on beside the clean-up it would refill the queues
- * the clean-up removed.)
+ * worker runs in the bench's process by default, and going on beside the clean-up it would refill
+ * the queues the clean-up removed.)
  */
 function onSignal (signal: NodeJS.Signals) {
   if (interrupted !== undefined) {

@@ -30,8 +30,9 @@
  * which NODE_OPTIONS can give the whole process); or `process`, the worker as production runs it:
  * its bundle (`pnpm build`) under its start script's flags, one process for the whole run, already
  * connected and warm after round 1, frozen (SIGSTOP) while each round's shares are made and thawed
- * (SIGCONT) at its window's start. Its rate "from the start" then runs from the thaw, and its CPU
- * is that process's (this process's then goes to "rest").
+ * (SIGCONT) at its window's start, frozen again once it has recorded its drain (so it idles beside
+ * no raw run). Its rate "from the start" then runs from the thaw, and its CPU is that process's
+ * (this process's then goes to "rest").
  */
 import { fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -274,6 +275,26 @@ async function main () {
       return service
     })()
     : undefined
+  /** Rejects, with what it wrote last, if the worker's process exits during the run. */
+  const workerExited = new Promise<never>((_resolve, reject) => {
+    workerProcess?.child.once('exit', (code, signal) => { reject(new Error(`the worker exited (${code ?? signal}):\n${workerProcess.output()}`)) })
+  })
+  workerExited.catch(() => {})
+  /**
+   * Process mode: freezes the worker once it has recorded everything (no pending delivery, no
+   * unprocessed message; at most 10 s), so that nothing of a drain runs on beside the next raw run
+   * or the next round's shares, and nothing is in flight across the freeze.
+   */
+  const freezeWorker = async () => {
+    if (workerProcess === undefined) return
+    for (const until = Date.now() + 10_000; Date.now() < until;) {
+      const [busy] = await database.rows<{ n: string }>(sql`
+        select (select count(*) from webhook_deliveries where status = 'pending') + (select count(*) from outbox where processed_at is null) as n`)
+      if (Number(busy?.n) === 0) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    workerProcess.child.kill('SIGSTOP')
+  }
   /**
    * Resolves once `count` events' webhooks have arrived since the last take (the receiver answers
    * then; it counts an event once). A wait given up (deadline, interruption) ends the bench: its
@@ -283,14 +304,14 @@ async function main () {
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`fewer than ${count} webhooks arrived in 2 minutes`)) }, 120_000) })
     try {
-      await Promise.race([deadline, interruption, fromReceiver({ waitFor: count })])
+      await Promise.race([deadline, interruption, workerExited, fromReceiver({ waitFor: count })])
     } finally {
       clearTimeout(timer)
     }
   }
 
   // The CPU each side's run used, in seconds, by part: this process (the worker, or the raw run's
-  // adds and worker; the API idles), the receiver, the PostgreSQL backends of the bench database
+  // adds and worker; the API idles; in process mode the worker's process instead, for a drain), the receiver, the PostgreSQL backends of the bench database
   // (the worker's, opened for the drain), Redis (when it runs on this machine), and the rest of the
   // machine: the kernel's work charged to no process, PostgreSQL's background processes (the WAL
   // writer), anything else running here.
@@ -328,6 +349,7 @@ async function main () {
     } finally {
       await worker?.close()
     }
+    await freezeWorker()
     const times = (await takeDeliveries()).map((r) => r.at)
     return { rate: N / ((Math.max(...times) - started) / 1000), steadyRate: trimmedRate(times), firstMs: Math.min(...times) - started, cpu }
   }
@@ -344,11 +366,8 @@ async function main () {
   for (let number = 1; number <= roundCount; number++) {
     checkInterrupted()
     say(`round ${number}: ${N} shares created with no worker running; a raw BullMQ run and a worker started on the shares, in turn…`)
-    if (workerProcess !== undefined) {
-      // The last round's last writes (its deliveries marked) before it is frozen.
-      await new Promise((resolve) => setTimeout(resolve, 500))
-      workerProcess.child.kill('SIGSTOP')
-    }
+    // Round 1's worker has just started; later ones were frozen at the end of their drain.
+    await freezeWorker()
     await createShares(N)
     const rawFirst = number % 2 === 1
     const rawBefore = rawFirst ? await rawRun() : undefined
