@@ -75,8 +75,8 @@ export const webhookBatchMinimum = 4
  * 64 (the worker's `endpointPace` and `singleSlots`): a receiver that hangs holds each for 10 s, and
  * an endpoint that has its share gets its next jobs held back (delayed, no attempt spent) so the
  * other agencies' deliveries keep slots of their own. An endpoint that has been answering quickly
- * gets more: every batch slot (capped at 6, the held-back batches of one receiver's backlog cost a
- * quarter of its rate, `pnpm bench:notifications`) and 48 single ones. Endpoints that are slow share
+ * gets more: every batch slot (not capped: a cap of 6 cost a quarter of one receiver's rate, the
+ * held-back batches of its backlog waiting, `pnpm bench:notifications`) and 48 single ones. Endpoints that are slow share
  * `webhookSinglesForSlowEndpoints` between them.
  */
 export const webhookBatchesPerEndpoint = 4

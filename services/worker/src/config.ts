@@ -64,18 +64,16 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     }
   }
   if (nodeEnv === 'production' && databaseUrl === undefined) problems.push('DATABASE_URL is required when NODE_ENV=production')
-  const integer = (name: string, fallback: number, min: number, max: number): number => {
+  /** A whole number, or with `decimal` one like 0.25, from `min` to `max`. */
+  const number = (name: string, fallback: number, min: number, max: number, decimal = false): number => {
     const raw = text(name)
     if (raw === undefined) return fallback
-    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) problems.push(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`)
+    if (!(decimal ? /^\d+(\.\d+)?$/ : /^\d+$/).test(raw) || Number(raw) < min || Number(raw) > max) {
+      problems.push(`${name} must be a ${decimal ? '' : 'whole '}number from ${min} to ${max} (got "${raw}")`)
+    }
     return Number(raw)
   }
-  const scale = (name: string, fallback: number, min: number, max: number): number => {
-    const raw = text(name)
-    if (raw === undefined) return fallback
-    if (!/^\d+(\.\d+)?$/.test(raw) || Number(raw) < min || Number(raw) > max) problems.push(`${name} must be a number from ${min} to ${max} (got "${raw}")`)
-    return Number(raw)
-  }
+  const integer = (name: string, fallback: number, min: number, max: number) => number(name, fallback, min, max)
   const smtpUrl = text('SMTP_URL')
   if (smtpUrl !== undefined && !/^smtps?:\/\//.test(smtpUrl)) problems.push('SMTP_URL must be an smtp:// or smtps:// URL')
   const allowPrivate = text('HAVEN_WEBHOOK_ALLOW_PRIVATE')
@@ -100,7 +98,7 @@ export function loadWorkerConfig (env: Record<string, string | undefined> = proc
     queuePrefix: text('HAVEN_QUEUE_PREFIX') ?? 'haven',
     jobLockMs: integer('HAVEN_JOB_LOCK_MS', 30_000, 1_000, 600_000),
     redispatchAfterSeconds: integer('HAVEN_REDISPATCH_AFTER_SECONDS', 30, 1, 3600),
-    retryDelayScale: scale('HAVEN_RETRY_DELAY_SCALE', 1, 0.01, 100),
+    retryDelayScale: number('HAVEN_RETRY_DELAY_SCALE', 1, 0.01, 100, true),
     databaseConnections: integer('HAVEN_WORKER_DB_CONNECTIONS', 3, 1, 100)
   }
   if (problems.length > 0) throw new WorkerConfigError(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)

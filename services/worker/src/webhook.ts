@@ -166,10 +166,11 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
   const facts = row.occurred_ms === null || row.referral_id === null || row.event_agency_id === null || row.reference === null || row.urgency === null
     ? undefined
     : { eventId: row.event_id, type: row.type, occurredAt: new Date(row.occurred_ms), referralId: row.referral_id, reference: row.reference, urgency: row.urgency, shareId: row.share_id, agencyId: row.event_agency_id }
+  // A failure is recorded against the generation loaded, still pending: a manual retry meanwhile
+  // starts afresh and keeps every attempt (a success is recorded whatever the generation).
+  const stillThisAttempt = and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), eq(webhookDeliveries.generation, row.generation))
   if (!row.webhook_active || facts === undefined) {
-    // As for a failed attempt: only the generation loaded (a manual retry meanwhile switched it on).
-    await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' })
-      .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), eq(webhookDeliveries.generation, row.generation)))
+    await deps.db.update(webhookDeliveries).set({ status: 'failed', lastError: facts === undefined ? 'the event is gone' : 'the endpoint is disabled or deleted' }).where(stillThisAttempt)
     return 'skipped'
   }
   const webhook = { id: row.webhook_id, agencyId: row.agency_id, url: row.url, secret: row.secret }
@@ -189,13 +190,10 @@ export async function deliverWebhook (deps: WebhookDeps, deliveryId: string, att
   } catch (error) {
     const failure = error instanceof DeliveryError ? error : new DeliveryError('delivery failed', null)
     failure.ended = await deps.db.transaction(async (tx) => {
-      // Counted against the generation it was made for: a manual retry while this POST was in flight
-      // starts afresh and keeps every attempt (a success is recorded whatever the generation).
       const [recorded] = await tx.update(webhookDeliveries).set({
         attempts: sql`${webhookDeliveries.attempts} + 1`, lastStatusCode: failure.statusCode, lastError: failure.message, lastAttemptAt: sql`now()`,
         status: sql`case when ${attempt.final === true} or ${webhookDeliveries.attempts} + 1 >= ${maxAttempts} then 'failed' else ${webhookDeliveries.status} end`
-      }).where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, 'pending'), eq(webhookDeliveries.generation, row.generation)))
-        .returning({ status: webhookDeliveries.status })
+      }).where(stillThisAttempt).returning({ status: webhookDeliveries.status })
       if (recorded?.status !== 'failed') return false
       const [updated] = await tx.update(webhooks).set({ consecutiveFailures: sql`${webhooks.consecutiveFailures} + 1` })
         .where(eq(webhooks.id, webhook.id)).returning({ failures: webhooks.consecutiveFailures })
